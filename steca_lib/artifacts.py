@@ -1,0 +1,90 @@
+"""Run folders: one sub-folder per stage with its JSON/JSONL artifacts and a ``manifest.json``.
+
+A stage whose manifest says ``complete`` with the same config is skipped; a different config in the same
+folder is an error (nothing is overwritten silently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from steca_lib.data import write_json_atomic
+
+#: Packages whose versions every manifest records.
+TRACKED_PACKAGES = ("steca-kit", "torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets",
+                    "numpy", "papermill")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the tracked packages (None when absent)."""
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def config_dict(config: Any) -> dict:
+    """A config as a plain dict (dataclass fields only)."""
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
+class StageConfigMismatch(RuntimeError):
+    """The stage folder holds results of a different configuration."""
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    """The folder of one stage inside a run folder (created)."""
+    d = Path(run_dir) / stage
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def load_manifest(directory: Path) -> dict | None:
+    """The stage's manifest, or None when it has not finished."""
+    p = Path(directory) / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def finished_summary(directory: Path, config: Any, keys: tuple[str, ...] = ()) -> dict | None:
+    """The summary of a finished stage run with the same config (``keys`` limits the comparison), else None."""
+    manifest = load_manifest(directory)
+    if manifest is None or manifest.get("status") != "complete":
+        return None
+    now = config_dict(config)
+    then = manifest["config"]
+    compare = keys or tuple(k for k in now if k not in ("run_dir", "extra"))
+    diff = {k: (then.get(k), now.get(k)) for k in compare if then.get(k) != now.get(k)}
+    if diff:
+        raise StageConfigMismatch(
+            f"{directory} holds a finished run with another config {diff} (then, now). "
+            f"Use another run_dir, or delete that folder to recompute.")
+    return manifest["summary"]
+
+
+def write_manifest(directory: Path, stage: str, config: Any, summary: dict, started: float) -> dict:
+    """Mark a stage complete: config, seed, versions, wall time and its summary."""
+    cfg = config_dict(config)
+    manifest = {
+        "stage": stage,
+        "status": "complete",
+        "config": cfg,
+        "seed": cfg.get("seed"),
+        "versions": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "wall_time_s": round(time.time() - started, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "summary": summary,
+    }
+    write_json_atomic(manifest, Path(directory) / "manifest.json")
+    return manifest

@@ -1,0 +1,95 @@
+"""Stage configs and profiles. One dataclass per stage, built from a notebook's ``parameters`` cell, the CLI
+or a test, so all three drive the same code.
+
+Profiles: ``smoke`` (seconds, CI), ``cpu`` (the embedded full reproduction on 2 cores), ``paper`` (the paper's
+sizes; GPU stages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+PROFILES = ("smoke", "cpu", "paper")
+C = TypeVar("C")
+
+
+def config_from_params(cls: type[C], profile: str, **params: Any) -> C:
+    """A stage config: the profile's defaults, then every parameter that is not None.
+
+    Unknown parameter names are an error (a typo in a notebook's parameters cell must not pass silently).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(names)}")
+    values = {**cls.PROFILE_DEFAULTS[profile], **{k: v for k, v in params.items() if v is not None}}
+    return cls(profile=profile, **values)
+
+
+def runs_root() -> Path:
+    """Where run folders go: ``$STECA_RUNS_DIR``, else ``runs/`` at the repository root (or the cwd)."""
+    if os.environ.get("STECA_RUNS_DIR"):
+        return Path(os.environ["STECA_RUNS_DIR"])
+    repo = Path(__file__).resolve().parent.parent
+    return (repo if (repo / "pyproject.toml").exists() else Path.cwd()) / "runs"
+
+
+def resolve_run_dir(run_dir: str, profile: str, seed: int) -> Path:
+    """The run folder: ``run_dir`` when given, else ``<runs_root>/<profile>-seed<seed>``."""
+    return Path(run_dir) if run_dir else runs_root() / f"{profile}-seed{seed}"
+
+
+@dataclass
+class EnvironmentConfig:
+    """Stage 00: generate the embedded household benchmark and the expert trajectories."""
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
+        "smoke": {"n_train": 48, "n_seen": 18, "n_unseen": 18},
+        "cpu": {"n_train": 1200, "n_seen": 140, "n_unseen": 134},
+        "paper": {"n_train": 2851, "n_seen": 140, "n_unseen": 134},
+    }
+
+    profile: str = "smoke"
+    """Size preset: smoke, cpu or paper."""
+    seed: int = 0
+    """Run seed: names the run folder and seeds the expert's wording."""
+    world_seed: int = 0
+    """Benchmark identity: floorplans, held-out combinations and tasks. Keep it fixed across training seeds."""
+    n_train: int = 48
+    """Training tasks (with expert trajectories for SFT)."""
+    n_seen: int = 18
+    """Held-out tasks in training floorplans and goal combinations (ALFWorld's in-distribution set)."""
+    n_unseen: int = 18
+    """Tasks in held-out floorplans with held-out goal combinations (ALFWorld's out-of-distribution set)."""
+    max_steps: int = 40
+    """Episode step limit in the environment (the paper's configs use 40)."""
+    max_expert_steps: int = 20
+    """Longest expert trajectory kept when generating tasks (the paper's data cap at 20 turns)."""
+    noise: float = 0.15
+    """Probability that an object is placed anywhere instead of by the commonsense prior."""
+    n_floorplans: int = 30
+    """Floorplans per room type; the last 20% are unseen-only."""
+    run_dir: str = ""
+    """Run folder; empty = runs/<profile>-seed<seed> at the repository root (or $STECA_RUNS_DIR)."""
+    extra: dict = field(default_factory=dict)
+    """Free-form notes recorded in the manifest."""
+
+    @property
+    def path(self) -> Path:
+        return resolve_run_dir(self.run_dir, self.profile, self.seed)
+
+    def world_spec(self):
+        """The generator's spec for these settings."""
+        from steca_lib.envs.household.generator import WorldSpec
+
+        return WorldSpec(world_seed=self.world_seed, n_floorplans=self.n_floorplans, noise=self.noise,
+                         max_expert_steps=self.max_expert_steps)
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "seen": self.n_seen, "unseen": self.n_unseen}

@@ -1,0 +1,123 @@
+"""Trajectory files in the FastChat/ShareGPT format of the ETO/IPR/STeCa releases, and its role/content variant.
+
+A record is ``{"id", "game_file", "conversations": [{"from": "human"|"gpt", "value": str}, ...]}``: turn 0 the
+instruction, turn 1 ``OK``, turn 2 the task, then alternating gpt actions and human ``Observation: ...``.
+Files may be a JSON list or JSON Lines. Errors name the file, the record and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+ROLE_TO_FROM = {"user": "human", "assistant": "gpt", "human": "human", "gpt": "gpt"}
+FROM_TO_ROLE = {"human": "user", "gpt": "assistant"}
+
+
+class DataFormatError(ValueError):
+    """A trajectory file does not follow the expected schema; the message says where."""
+
+
+def _fail(path: Path, index: int, record: Any, field: str, problem: str) -> DataFormatError:
+    rid = record.get("id", record.get("path")) if isinstance(record, dict) else None
+    where = f"record {index}" + (f" (id={rid!r})" if rid is not None else "")
+    return DataFormatError(f"{path}: {where}, field '{field}': {problem}")
+
+
+def _read_records(path: Path) -> list:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def normalize_turn(turn: Any, path: Path, index: int, record: Any, k: int) -> dict[str, str]:
+    """A turn as ``{"from", "value"}``, accepting the ``{"role", "content"}`` variant."""
+    field = f"conversations[{k}]"
+    if not isinstance(turn, dict):
+        raise _fail(path, index, record, field, f"expected an object, got {type(turn).__name__}")
+    if "from" in turn:
+        speaker, value, keys = turn["from"], turn.get("value"), ("from", "value")
+    elif "role" in turn:
+        speaker, value, keys = turn["role"], turn.get("content"), ("role", "content")
+    else:
+        raise _fail(path, index, record, field, "needs 'from'/'value' or 'role'/'content'")
+    if speaker not in ROLE_TO_FROM:
+        raise _fail(path, index, record, f"{field}.{keys[0]}", f"unknown speaker {speaker!r}")
+    if not isinstance(value, str):
+        raise _fail(path, index, record, f"{field}.{keys[1]}", f"expected a string, got {type(value).__name__}")
+    return {"from": ROLE_TO_FROM[speaker], "value": value}
+
+
+def load_trajectories(path: str | os.PathLike) -> list[dict]:
+    """Read expert/agent trajectories; every turn is returned as ``{"from", "value"}`` and turns must
+    alternate human/gpt starting with the human instruction."""
+    path = Path(path)
+    out = []
+    for i, rec in enumerate(_read_records(path)):
+        if not isinstance(rec, dict):
+            raise _fail(path, i, rec, "<record>", f"expected an object, got {type(rec).__name__}")
+        conv = rec.get("conversations")
+        if not isinstance(conv, list) or not conv:
+            raise _fail(path, i, rec, "conversations", "missing or not a non-empty list")
+        turns = [normalize_turn(t, path, i, rec, k) for k, t in enumerate(conv)]
+        for k, t in enumerate(turns):
+            expected = "human" if k % 2 == 0 else "gpt"
+            if t["from"] != expected:
+                raise _fail(path, i, rec, f"conversations[{k}]", f"expected a {expected} turn, got {t['from']}")
+        out.append({**rec, "conversations": turns})
+    return out
+
+
+def save_trajectories(records: Iterable[dict], path: str | os.PathLike, style: str = "fastchat") -> Path:
+    """Write records as a JSON list (atomically). ``style="role_content"`` writes the role/content variant."""
+    if style not in ("fastchat", "role_content"):
+        raise ValueError(f"style must be 'fastchat' or 'role_content', not {style!r}")
+    path = Path(path)
+    rows = []
+    for rec in records:
+        conv = rec["conversations"]
+        if style == "role_content":
+            conv = [{"role": FROM_TO_ROLE[t["from"]], "content": t["value"]} for t in conv]
+        rows.append({**rec, "conversations": conv})
+    write_json_atomic(rows, path)
+    return path
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write JSON through a temporary file and a rename, so an interrupted write never leaves half a file."""
+    _write_text_atomic(json.dumps(obj, indent=1, ensure_ascii=False), path)
+
+
+def write_jsonl_atomic(rows: Iterable[dict], path: str | os.PathLike) -> None:
+    """Write JSON Lines atomically (see :func:`write_json_atomic`)."""
+    _write_text_atomic("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), path)
+
+
+def _write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read JSON Lines; a broken line is reported with its number."""
+    path = Path(path)
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataFormatError(f"{path}: line {n}: not valid JSON ({e.msg})") from e
+    return rows

@@ -1,0 +1,88 @@
+"""Stage 00: generate the embedded benchmark (train / seen / unseen tasks) and the expert's ReAct trajectories.
+
+Artifacts in ``<run>/00_environment/``: ``tasks_<split>.jsonl`` (scenes and goals), ``expert_<split>.json``
+(FastChat conversations, the SFT data of stage 01), ``expert_stats.jsonl`` (one row per task) and the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.config import EnvironmentConfig
+from steca_lib.data import read_jsonl, save_trajectories, write_jsonl_atomic
+from steca_lib.envs.household import HouseholdEnv, HouseholdExpert, Task
+from steca_lib.envs.household.generator import generate_task_counted
+from steca_lib.envs.household.world import intro_text
+from steca_lib.prompts import INSTRUCTION, observation_turn, react_turn
+
+STAGE = "00_environment"
+log = logging.getLogger(__name__)
+
+
+def expert_conversation(task: Task, turns: list[tuple[str, str, str]], instruction: str = INSTRUCTION) -> dict:
+    """A FastChat record of an expert run: instruction, OK, task, then action/observation turns (ends on gpt)."""
+    conv = [{"from": "human", "value": instruction}, {"from": "gpt", "value": "OK"},
+            {"from": "human", "value": intro_text(task)}]
+    for k, (thought, action, observation) in enumerate(turns):
+        conv.append({"from": "gpt", "value": react_turn(thought, action)})
+        if k < len(turns) - 1:
+            conv.append({"from": "human", "value": observation_turn(observation)})
+    return {"id": task.task_id, "game_file": task.game_file, "family": task.goal.family, "conversations": conv}
+
+
+def run_environment_stage(cfg: EnvironmentConfig) -> dict:
+    """Generate every split and its expert trajectories; skip when the run folder already holds them."""
+    out = stage_dir(cfg.path, STAGE)
+    done = finished_summary(out, cfg)
+    if done is not None:
+        log.info("stage %s already complete in %s", STAGE, out)
+        return done
+    started = time.time()
+    spec = cfg.world_spec()
+    stats_rows, summary = [], {"splits": {}, "families": {}}
+    env_time, env_steps = 0.0, 0
+    for split, n in cfg.split_sizes().items():
+        tasks, records = [], []
+        for i in tqdm(range(n), desc=f"{split} tasks", leave=False):
+            task, draws = generate_task_counted(spec, split, i)
+            env = HouseholdEnv(task, max_steps=cfg.max_steps)
+            t0 = time.perf_counter()
+            turns, env = HouseholdExpert(task, seed=cfg.seed).run(env)
+            env_time += time.perf_counter() - t0
+            env_steps += len(turns)
+            tasks.append(task.to_dict())
+            records.append(expert_conversation(task, turns))
+            stats_rows.append({"task_id": task.task_id, "split": split, "family": task.goal.family,
+                               "room": task.scene.room, "steps": len(turns), "success": env.won, "draws": draws})
+        write_jsonl_atomic(tasks, out / f"tasks_{split}.jsonl")
+        save_trajectories(records, out / f"expert_{split}.json")
+    write_jsonl_atomic(stats_rows, out / "expert_stats.jsonl")
+    summary = summarize_expert(stats_rows)
+    summary["expert_steps_per_s"] = round(env_steps / env_time, 1) if env_time else None
+    write_manifest(out, STAGE, cfg, summary, started)
+    return summary
+
+
+def summarize_expert(rows: list[dict]) -> dict:
+    """Split sizes, expert success and steps per family, and how often generation drew again."""
+    summary: dict = {"splits": {}, "families": {}}
+    for split in sorted({r["split"] for r in rows}):
+        sr = [r for r in rows if r["split"] == split]
+        summary["splits"][split] = {"tasks": len(sr), "expert_success": sum(r["success"] for r in sr) / len(sr),
+                                    "redraw_rate": sum(r["draws"] > 1 for r in sr) / len(sr)}
+    for fam in sorted({r["family"] for r in rows}):
+        steps = [r["steps"] for r in rows if r["family"] == fam]
+        summary["families"][fam] = {"tasks": len(steps), "mean_steps": round(statistics.mean(steps), 2),
+                                    "max_steps": max(steps)}
+    return summary
+
+
+def load_tasks(run_dir: Path, split: str) -> list[Task]:
+    """The tasks of a split written by this stage."""
+    return [Task.from_dict(d) for d in read_jsonl(Path(run_dir) / STAGE / f"tasks_{split}.jsonl")]

@@ -1,0 +1,61 @@
+"""Figures of the kit. Each function takes plain data (rows from the artifacts) and returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+FAMILY_LABELS = {
+    "pick_and_place_simple": "pick & place",
+    "pick_two_obj_and_place": "pick two",
+    "pick_clean_then_place_in_recep": "clean & place",
+    "pick_heat_then_place_in_recep": "heat & place",
+    "pick_cool_then_place_in_recep": "cool & place",
+    "look_at_obj_in_light": "look in light",
+}
+
+
+def expert_steps_by_family(stats_rows: list[dict]):
+    """Box plot of expert trajectory length per task family and split (``expert_stats.jsonl`` rows)."""
+    import pandas as pd
+
+    df = pd.DataFrame(stats_rows)
+    df["family"] = df["family"].map(FAMILY_LABELS)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    sns.boxplot(data=df, x="family", y="steps", hue="split", ax=ax, fliersize=2,
+                order=list(FAMILY_LABELS.values()), hue_order=["train", "seen", "unseen"])
+    ax.set(xlabel="task family", ylabel="expert steps", title="Expert trajectory length per task family")
+    ax.legend(title="split", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def split_composition(stats_rows: list[dict]):
+    """Stacked bars: the share of each task family and room type in every split (task counts on top)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    splits = ["train", "seen", "unseen"]
+    sizes = {s: sum(r["split"] == s for r in stats_rows) for s in splits}
+    labels = [f"{s}\n(n={sizes[s]})" for s in splits]
+    for ax, key, names in ((axes[0], "family", FAMILY_LABELS), (axes[1], "room", None)):
+        counts = {s: Counter(r[key] for r in stats_rows if r["split"] == s) for s in splits}
+        cats = list(names) if names else sorted({r[key] for r in stats_rows})
+        bottom = [0.0] * len(splits)
+        for c, colour in zip(cats, sns.color_palette("tab10", len(cats))):
+            vals = [100 * counts[s].get(c, 0) / max(sizes[s], 1) for s in splits]
+            ax.bar(labels, vals, bottom=bottom, color=colour, label=names[c] if names else c)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set(ylabel="% of tasks", title=f"split composition by {key}", ylim=(0, 100))
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, run_dir, name: str, dpi: int = 120):
+    """Save a figure as ``<run_dir>/figures/<name>.png`` (the reproduction copies these to ``figures/``)."""
+    out = Path(run_dir) / "figures" / f"{name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    return out

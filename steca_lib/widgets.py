@@ -1,0 +1,55 @@
+"""Views for notebooks: a text rendering of trajectories (works headless) and an ipywidgets play console."""
+
+from __future__ import annotations
+
+import textwrap
+
+from steca_lib.envs.household import HouseholdEnv, Task
+
+
+def render_conversation(record: dict, skip_instruction: bool = True, width: int = 110) -> str:
+    """A trajectory as readable text: the task, then numbered Thought/Action and Observation lines."""
+    conv = record["conversations"]
+    lines = []
+    start = 2 if skip_instruction else 0
+    step = 0
+    for turn in conv[start:]:
+        if turn["from"] == "gpt":
+            step += 1
+            for part in turn["value"].split("\n"):
+                lines.append(textwrap.fill(part, width, initial_indent=f"[{step:>2}] " if part.startswith("Thought")
+                                           else "     ", subsequent_indent="     "))
+        else:
+            lines += [textwrap.fill(part, width, subsequent_indent="     ") for part in turn["value"].split("\n")]
+    return "\n".join(lines)
+
+
+def play_widget(task: Task, max_steps: int = 40):
+    """Play a task by hand: type an action (or pick an admissible one) and read the observation."""
+    import ipywidgets as w
+
+    env = HouseholdEnv(task, max_steps=max_steps)
+    log = w.Output(layout=w.Layout(border="1px solid #ccc", max_height="320px", overflow="auto"))
+    box = w.Text(placeholder="e.g. go to fridge 1", layout=w.Layout(width="50%"))
+    menu = w.Dropdown(description="admissible", layout=w.Layout(width="45%"))
+    status = w.HTML()
+
+    def refresh():
+        menu.options = [""] + env.admissible_actions()
+        status.value = f"<b>step {env.steps}/{max_steps}</b> &nbsp; {'WON' if env.won else ''}"
+
+    def act(action: str):
+        if not action:
+            return
+        result = env.step(action)
+        with log:
+            print(f"> {action}\n{result.observation}")
+        box.value = ""
+        refresh()
+
+    box.on_submit(lambda _: act(box.value))
+    menu.observe(lambda ch: act(ch["new"]) if ch["name"] == "value" and ch["new"] else None, names="value")
+    with log:
+        print(env.reset())
+    refresh()
+    return w.VBox([status, log, w.HBox([box, menu])])

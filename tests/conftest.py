@@ -1,0 +1,29 @@
+"""Shared fixtures. Run folders of notebooks executed by nbmake go to a temporary folder, not the repo."""
+
+import os
+import tempfile
+
+import pytest
+
+from steca_lib.envs.household import Goal, Scene, Task, WorldSpec
+
+
+def pytest_configure(config):
+    # nbmake kernels inherit the environment: keep their run folders out of the working tree.
+    os.environ.setdefault("STECA_RUNS_DIR", tempfile.mkdtemp(prefix="steca-test-runs-"))
+
+
+@pytest.fixture
+def kitchen_task() -> Task:
+    """A hand-made kitchen: a closed fridge with an apple, a countertop with a knife, a sink, a microwave."""
+    scene = Scene(room="kitchen", floorplan=0,
+                  receptacles=("cabinet 1", "countertop 1", "fridge 1", "microwave 1", "sinkbasin 1"),
+                  contents={"fridge 1": ("apple 1", "egg 1"), "countertop 1": ("knife 1",)})
+    goal = Goal(family="pick_clean_then_place_in_recep", obj="apple", recep="microwave", lamp=None,
+                text="put a clean apple in microwave.")
+    return Task(task_id="hand_0", split="train", index=0, world_seed=0, scene=scene, goal=goal)
+
+
+@pytest.fixture
+def spec() -> WorldSpec:
+    return WorldSpec()
