@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The test suite: library tests plus every notebook executed by nbmake (smoke-sized defaults).
 test: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbmake notebooks
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbmake --nbmake-timeout=900 notebooks
 
 # Library tests only (no notebooks), for quick iterations.
 test-fast: venv

@@ -60,7 +60,7 @@ def finished_summary(directory: Path, config: Any, keys: tuple[str, ...] = ()) -
     manifest = load_manifest(directory)
     if manifest is None or manifest.get("status") != "complete":
         return None
-    now = config_dict(config)
+    now = json.loads(json.dumps(config_dict(config)))  # tuples compare as the lists JSON gives back
     then = manifest["config"]
     compare = keys or tuple(k for k in now if k not in ("run_dir", "extra"))
     diff = {k: (then.get(k), now.get(k)) for k in compare if then.get(k) != now.get(k)}

@@ -1,8 +1,8 @@
 """Stage configs and profiles. One dataclass per stage, built from a notebook's ``parameters`` cell, the CLI
 or a test, so all three drive the same code.
 
-Profiles: ``smoke`` (seconds, CI), ``cpu`` (the embedded full reproduction on 2 cores), ``paper`` (the paper's
-sizes; GPU stages).
+Profiles: ``smoke`` (seconds, CI), ``cpu`` (the embedded full reproduction on 2 cores), ``cpu-llm`` (the same
+pipeline with a pretrained SmolLM2-135M and LoRA, on fewer tasks), ``paper`` (the paper's sizes; GPU stages).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "cpu-llm", "paper")
 C = TypeVar("C")
 
 
@@ -52,6 +52,7 @@ class EnvironmentConfig:
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"n_train": 48, "n_seen": 18, "n_unseen": 18},
         "cpu": {"n_train": 1200, "n_seen": 140, "n_unseen": 134},
+        "cpu-llm": {"n_train": 300, "n_seen": 60, "n_unseen": 60},
         "paper": {"n_train": 2851, "n_seen": 140, "n_unseen": 134},
     }
 

@@ -59,3 +59,39 @@ def save_figure(fig, run_dir, name: str, dpi: int = 120):
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
     return out
+
+
+def loss_curve(history: list[dict], title: str = "SFT loss (assistant tokens)"):
+    """Training loss per logged step (the trainer's ``log_history`` rows)."""
+    rows = [h for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], marker=".", lw=1)
+    ax.set(xlabel="optimiser step", ylabel="cross-entropy (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def success_with_ci(results: dict[str, dict], splits=("seen", "unseen"), title: str = "Success rate (95% CI)"):
+    """Grouped bars of success per agent and split, with bootstrap CI whiskers.
+
+    ``results`` maps an agent label to its evaluation summary (``{split: {success, ci_low, ci_high}}``).
+    """
+    import numpy as np
+
+    labels = list(results)
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 3.4))
+    for k, split in enumerate(splits):
+        x = np.arange(len(labels)) + (k - (len(splits) - 1) / 2) * width
+        mean = np.array([100 * results[lab][split]["success"] for lab in labels])
+        low = mean - np.array([100 * results[lab][split]["ci_low"] for lab in labels])
+        high = np.array([100 * results[lab][split]["ci_high"] for lab in labels]) - mean
+        ax.bar(x, mean, width, yerr=[low, high], capsize=3, label=split)
+        for xi, m in zip(x, mean):
+            ax.text(xi, m + 1, f"{m:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set(ylabel="success (%)", ylim=(0, 105), title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -27,3 +27,16 @@ def kitchen_task() -> Task:
 @pytest.fixture
 def spec() -> WorldSpec:
     return WorldSpec()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Stage 00 and the smoke-profile SFT in one temporary run folder (shared by the model tests)."""
+    from steca_lib.config import EnvironmentConfig, config_from_params
+    from steca_lib.expert_data import run_environment_stage
+    from steca_lib.sft import SFTStageConfig, run_sft_stage
+
+    run = tmp_path_factory.mktemp("smoke_run")
+    run_environment_stage(config_from_params(EnvironmentConfig, "smoke", run_dir=str(run)))
+    summary = run_sft_stage(config_from_params(SFTStageConfig, "smoke", run_dir=str(run)))
+    return run, summary

@@ -134,11 +134,10 @@ class HouseholdExpert:
             nxt = unvisited[0]
             if first:
                 thought = self.say(
-                    f"First I need to find a {obj}. A {obj} is more likely to appear in {_where_hint(obj, self.recs)}. "
-                    f"I can check them one by one, starting with {nxt}.",
-                    f"I am looking for a {obj}. Places like {_where_hint(obj, self.recs)} are the usual spots, "
-                    f"so I will start at {nxt}.",
-                    f"Where would a {obj} be? Probably in {_where_hint(obj, self.recs, 3)}. Let me go to {nxt} first.")
+                    f"First I need to find a {obj}. It is likely in {_where_hint(obj, self.recs, 3)}; "
+                    f"I start with {nxt}.",
+                    f"I look for a {obj}, starting with {nxt}.",
+                    f"A {obj} is usually in {_where_hint(obj, self.recs, 3)}. Let me check {nxt}.")
                 first = False
             else:
                 thought = self.say(f"There is no {obj} here. Next, I will check {nxt}.",
@@ -160,7 +159,9 @@ class HouseholdExpert:
         self.mem.contents.setdefault(target, []).append(name)
 
     def _transform(self, name: str, verb: str) -> Generator[tuple[str, str], str, None]:
-        appliance = _by_number(r for r in self.recs if type_of(r) in TRANSFORM_APPLIANCE[verb])[0]
+        kinds = TRANSFORM_APPLIANCE[verb]  # in order of preference (the sinkbasin before a bathtub)
+        appliance = min((r for r in self.recs if type_of(r) in kinds),
+                        key=lambda r: (kinds.index(type_of(r)), int(r.rsplit(" ", 1)[1])))
         adjective = {"clean": "clean", "heat": "hot", "cool": "cool"}[verb]
         yield from self._go(appliance, self.say(f"Next, I need to {verb} the {name}. I go to {appliance}.",
                                                 f"The task needs a {adjective} {type_of(name)}, so I take it to {appliance}.",
@@ -183,8 +184,7 @@ class HouseholdExpert:
                                f"Now I use the {lamp} to examine the {name}."), f"use {lamp}"
                 return
             nxt = [r for r in search_order(lamp_type, self.recs) if r not in self.mem.contents][0]
-            yield from self._go(nxt, self.say(f"Now I need a {lamp_type}. It is usually on a sidetable, desk or dresser. "
-                                              f"I will check {nxt}.",
+            yield from self._go(nxt, self.say(f"Now I need a {lamp_type}. I will check {nxt}.",
                                               f"I have the {name}; next I look for the {lamp_type}, trying {nxt}.",
                                               f"The {lamp_type} is not here. Let me try {nxt}."))
 
@@ -194,13 +194,11 @@ class HouseholdExpert:
         steps = {"clean": "clean it with the sinkbasin, ", "heat": "heat it with the microwave, ",
                  "cool": "cool it with the fridge, "}
         if g.family == "look_at_obj_in_light":
-            opening = f"To solve the task, I need to find and take a {g.obj}, then find and use a {g.lamp}. "
+            opening = f"I need to take a {g.obj}, then use a {g.lamp}. "
         elif g.count == 2:
-            opening = (f"To solve the task, I need to find and take the first {g.obj}, put it in/on {g.recep}, "
-                       f"then find and take the second {g.obj} and put it in/on {g.recep}. ")
+            opening = f"I need to put two {g.obj} in/on {g.recep}, one at a time. "
         else:
-            opening = (f"To solve the task, I need to find and take a {g.obj}, "
-                       f"{steps.get(g.transform, '')}then put it in/on {g.recep}. ")
+            opening = f"I need to take a {g.obj}, {steps.get(g.transform, '')}then put it in/on {g.recep}. "
         self._opening = opening
         for k in range(g.count):
             name = yield from self._find_and_take(g.obj, "for the task" if k == 0 else "as the second one")

@@ -1,0 +1,95 @@
+"""Run many agent episodes at once: one batched generation call per turn for every live episode.
+
+Finished episodes leave the pool and queued ones join (continuous batching). Used by evaluation, and by the
+exploration and Monte Carlo stages, which start episodes from expert prefixes instead of from the task start.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable
+
+from tqdm.auto import tqdm
+
+from steca_lib.envs.base import AgentEnv
+from steca_lib.generation import GenerationBackend, Messages, Sampling
+from steca_lib.prompts import NO_ACTION_OBSERVATION, observation_turn, parse_react_action
+
+
+@dataclass
+class Episode:
+    """A live episode: its environment, the chat history the agent sees, and how it ended."""
+
+    key: str
+    env: AgentEnv
+    messages: Messages
+    meta: dict[str, Any] = field(default_factory=dict)
+    reward: float = 0.0
+    done: bool = False
+    terminate_reason: str | None = None
+    agent_turns: int = 0
+
+    def record(self) -> dict:
+        """The evaluation record (the paper's ``{meta, conversations}`` plus the key and the caller's meta)."""
+        conv = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in self.messages]
+        return {"id": self.key, **self.meta,
+                "meta": {"steps": self.env.steps, "reward": self.reward, "finished": self.done,
+                         "success": self.reward >= 1.0, "terminate_reason": self.terminate_reason, "error": None},
+                "conversations": conv}
+
+
+def chat_messages(conversations: list[dict]) -> Messages:
+    """FastChat turns -> chat messages (``human`` -> ``user``, ``gpt`` -> ``assistant``)."""
+    return [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in conversations]
+
+
+def advance(ep: Episode, reply: str | None) -> None:
+    """Apply one agent reply: parse the action, step the environment, append the turn (paper's protocol)."""
+    if reply is None:
+        ep.done, ep.terminate_reason = True, "context_limit"
+        return
+    ep.agent_turns += 1
+    action = parse_react_action(reply)
+    result = ep.env.step(action if action is not None else "")
+    observation = result.observation if action is not None else NO_ACTION_OBSERVATION
+    ep.messages.append({"role": "assistant", "content": reply})
+    ep.reward = result.reward
+    if result.done:
+        ep.done = True
+        ep.terminate_reason = result.info.get("terminate_reason") or "done"
+    else:
+        ep.messages.append({"role": "user", "content": observation_turn(observation)})
+
+
+def run_episodes(episodes: Iterable[Episode], backend: GenerationBackend, sampling: Sampling, batch_size: int,
+                 on_finish: Callable[[Episode], None] | None = None, total: int | None = None,
+                 desc: str = "episodes") -> list[Episode]:
+    """Play every episode to its end with a pool of ``batch_size`` live episodes; returns them in finish order.
+
+    ``sampling.seed`` is offset by the turn counter, so a fixed batch schedule gives the same samples each run.
+    """
+    queue = deque(episodes)
+    pool: list[Episode] = []
+    finished: list[Episode] = []
+    turn = 0
+    bar = tqdm(total=total if total is not None else len(queue), desc=desc, leave=False)
+    while queue or pool:
+        while queue and len(pool) < batch_size:
+            pool.append(queue.popleft())
+        replies = backend.generate([ep.messages for ep in pool],
+                                   replace(sampling, seed=sampling.seed + turn))
+        turn += 1
+        still = []
+        for ep, reply in zip(pool, replies):
+            advance(ep, reply)
+            if ep.done:
+                finished.append(ep)
+                bar.update(1)
+                if on_finish:
+                    on_finish(ep)
+            else:
+                still.append(ep)
+        pool = still
+    bar.close()
+    return finished

@@ -1,0 +1,164 @@
+"""Stage 01b (and 06): evaluate an agent on the seen / unseen splits with batched episodes.
+
+Per-task records follow the paper's evaluation output (``meta`` with steps, reward, success, termination reason,
+plus the full conversation) and are appended to JSONL as episodes finish, so an interrupted evaluation resumes.
+Success rates come with percentile-bootstrap 95% confidence intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.config import resolve_run_dir
+from steca_lib.data import read_jsonl
+from steca_lib.envs.household import HouseholdEnv, Task
+from steca_lib.episodes import Episode, chat_messages, run_episodes
+from steca_lib.expert_data import load_tasks
+from steca_lib.generation import GenerationBackend, Sampling
+from steca_lib.metrics import bootstrap_ci
+from steca_lib.prompts import INSTRUCTION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """How to evaluate one model on the test splits."""
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
+        "smoke": {"max_new_tokens": 64, "batch_size": 18, "max_steps": 8},
+        "cpu": {"max_new_tokens": 128, "batch_size": 48},
+        "cpu-llm": {"max_new_tokens": 128, "batch_size": 16},
+        "paper": {"max_new_tokens": 512, "batch_size": 64, "icl_num": 1, "dtype": "bfloat16"},
+    }
+
+    profile: str = "smoke"
+    """Size preset."""
+    seed: int = 0
+    """Run seed (greedy decoding is deterministic; the seed matters for sampled decoding)."""
+    run_dir: str = ""
+    """Run folder; empty = runs/<profile>-seed<seed>."""
+    label: str = "sft"
+    """Name of the evaluated agent; results go to ``<stage>/<label>/``."""
+    model_dir: str = ""
+    """Model folder; empty = ``<run>/01_sft/model``."""
+    splits: tuple[str, ...] = ("seen", "unseen")
+    """Which splits to evaluate."""
+    max_steps: int = 40
+    """Episode step limit (the paper's configs: 40)."""
+    max_new_tokens: int = 96
+    """Generation budget per turn (paper: 512)."""
+    temperature: float = 0.0
+    """0 = greedy, as in the paper's evaluation."""
+    icl_num: int = 0
+    """In-context examples between ``OK`` and the task (paper: 1; the embedded model is trained without)."""
+    batch_size: int = 48
+    """Live episodes advanced by one batched generation call."""
+    dtype: str = "float32"
+    """Model dtype for inference."""
+    n_bootstrap: int = 10_000
+    """Bootstrap resamples for the confidence intervals."""
+    extra: dict = field(default_factory=dict)
+    """Free-form notes recorded in the manifest."""
+
+    @property
+    def path(self) -> Path:
+        return resolve_run_dir(self.run_dir, self.profile, self.seed)
+
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+def icl_messages(run_dir: Path, n: int) -> list[dict]:
+    """The first ``n`` training expert trajectories as in-context example turns (task ... last action)."""
+    if n == 0:
+        return []
+    from steca_lib.data import load_trajectories
+
+    records = load_trajectories(Path(run_dir) / "00_environment" / "expert_train.json")[:n]
+    return [m for r in records for m in chat_messages(r["conversations"][2:])]
+
+
+def initial_messages(opening: str, icl: list[dict], instruction: str = INSTRUCTION) -> list[dict]:
+    """The paper's prompt layout: instruction, ``OK``, in-context example turns, then the task."""
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": "OK"}, *icl,
+            {"role": "user", "content": opening}]
+
+
+def task_episode(task: Task, max_steps: int, icl: list[dict]) -> Episode:
+    """A fresh episode of a household task, ready for the agent's first turn."""
+    env = HouseholdEnv(task, max_steps=max_steps)
+    return Episode(key=task.task_id, env=env, messages=initial_messages(env.reset(), icl),
+                   meta={"split": task.split, "family": task.goal.family, "game_file": task.game_file})
+
+
+def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfig, out_file: Path,
+                   icl: list[dict]) -> list[dict]:
+    """Play every task not yet in ``out_file`` (JSONL, appended as episodes finish); return all records."""
+    import json
+
+    done_ids = {r["id"] for r in read_jsonl(out_file)} if out_file.exists() else set()
+    todo = [t for t in tasks if t.task_id not in done_ids]
+    n_icl = len(icl)
+
+    with out_file.open("a", encoding="utf-8") as f:
+        def save(ep: Episode) -> None:
+            rec = ep.record()
+            rec["conversations"] = rec["conversations"][:2] + rec["conversations"][2 + n_icl:]  # drop ICL turns
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+
+        run_episodes((task_episode(t, cfg.max_steps, icl) for t in todo), backend, cfg.sampling(),
+                     cfg.batch_size, on_finish=save, total=len(todo), desc=f"eval {out_file.stem}")
+    order = {t.task_id: i for i, t in enumerate(tasks)}
+    records = [r for r in read_jsonl(out_file) if r["id"] in order]
+    return sorted(records, key=lambda r: order[r["id"]])
+
+
+def summarize(records: list[dict], n_bootstrap: int = 10_000, seed: int = 0) -> dict:
+    """Success rate with a bootstrap 95% CI, average reward, steps, termination reasons, per-family success."""
+    success = [float(r["meta"]["success"]) for r in records]
+    mean, low, high = bootstrap_ci(success, n_bootstrap, seed=seed)
+    families = sorted({r["family"] for r in records})
+    return {
+        "n": len(records), "success": mean, "ci_low": low, "ci_high": high,
+        "avg_reward": sum(r["meta"]["reward"] for r in records) / max(len(records), 1),
+        "mean_steps": sum(r["meta"]["steps"] for r in records) / max(len(records), 1),
+        "terminate_reasons": dict(Counter(r["meta"]["terminate_reason"] for r in records)),
+        "by_family": {f: sum(r["meta"]["success"] for r in records if r["family"] == f)
+                      / sum(r["family"] == f for r in records) for f in families},
+    }
+
+
+def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationBackend | None = None) -> dict:
+    """Evaluate ``cfg.model_dir`` (default: the SFT model) on ``cfg.splits``; one summary per split."""
+    out = stage_dir(cfg.path, f"{stage}/{cfg.label}")
+    done = finished_summary(out, cfg)
+    if done is not None:
+        return done
+    started = time.time()
+    if backend is None:
+        from steca_lib.generation import HFBackend
+        from steca_lib.models import load_model, load_tokenizer
+
+        model_dir = cfg.model_dir or str(cfg.path / "01_sft" / "model")
+        backend = HFBackend(load_model(model_dir, cfg.dtype), load_tokenizer(model_dir))
+    icl = icl_messages(cfg.path, cfg.icl_num)
+    summary: dict = {}
+    tokens_before = getattr(backend, "generated_tokens", 0)
+    t0 = time.time()
+    for split in cfg.splits:
+        records = evaluate_split(backend, load_tasks(cfg.path, split), cfg, out / f"{split}.jsonl", icl)
+        summary[split] = summarize(records, cfg.n_bootstrap, cfg.seed)
+    elapsed = time.time() - t0
+    generated = getattr(backend, "generated_tokens", 0) - tokens_before
+    summary["generation"] = {"wall_s": round(elapsed, 1), "generated_tokens": generated,
+                             "tokens_per_s": round(generated / elapsed, 1) if elapsed and generated else None}
+    write_manifest(out, f"{stage}/{cfg.label}", cfg, summary, started)
+    return summary

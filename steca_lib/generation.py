@@ -1,0 +1,187 @@
+"""Generation backends behind one interface: a batch of chat histories in, one assistant reply each out.
+
+* :class:`HFBackend` (default): Hugging Face batched ``generate`` with left padding and KV cache, greedy or
+  sampled, seeded per call;
+* :class:`VLLMBackend` (extra ``vllm``, GPU): vLLM in a separate process, so its GPU memory is released when the
+  backend closes, also inside a notebook kernel;
+* :class:`OpenAIChatBackend` (extra ``openai``): any OpenAI-compatible chat endpoint (GPT-4o, GPT-3.5, a vLLM
+  server), for prompting baselines; base URL, model and key come from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Messages = list[dict[str, str]]
+
+#: The paper's stop strings (its FastChat worker stops there); the reply is cut before them.
+STOP_STRINGS = ("\nObservation:", "\nTask:", "\n---")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. ``temperature == 0`` means greedy (exploration, evaluation); the paper samples Monte
+    Carlo rollouts at temperature 1 with top_p 1."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = STOP_STRINGS
+    seed: int = 0
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text before the first stop string."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut].strip()
+
+
+class GenerationBackend(Protocol):
+    """What the episode runner needs from a model."""
+
+    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
+        """One reply per prompt; None where the prompt no longer fits the model's context."""
+
+
+def require(module: str, install: str):
+    """Import an optional dependency, or fail saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{module} is not installed; {install}") from e
+
+
+class HFBackend:
+    """Batched generation with a transformers model (left padding, KV cache)."""
+
+    def __init__(self, model, tokenizer, max_context: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
+        self.generated_tokens = 0
+
+    def encode(self, prompts: list[Messages]) -> list[list[int]]:
+        """Token ids of each chat history with the assistant prompt appended."""
+        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
+        import torch
+
+        ids = self.encode(prompts)
+        fits = [self.max_context is None or len(x) + sampling.max_new_tokens <= self.max_context for x in ids]
+        batch = [x for x, ok in zip(ids, fits) if ok]
+        replies: list[str | None] = [None] * len(prompts)
+        if not batch:
+            return replies
+        width = max(len(x) for x in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.model.device)
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.model.device)
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad,
+                      eos_token_id=self.tokenizer.eos_token_id)
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(sampling.seed)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        new = out[:, width:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        self.generated_tokens += int((new != pad).sum())
+        it = iter(texts)
+        for i, ok in enumerate(fits):
+            if ok:
+                replies[i] = cut_at_stop(next(it), sampling.stop)
+        return replies
+
+
+@dataclass
+class OpenAIChatBackend:
+    """An OpenAI-compatible chat endpoint. ``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and ``STECA_OPENAI_MODEL``
+    (or the arguments) say where and what; keys are never written to artifacts."""
+
+    model: str = field(default_factory=lambda: os.environ.get("STECA_OPENAI_MODEL", "gpt-4o"))
+    base_url: str | None = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL"))
+    timeout: float = 60.0
+    max_retries: int = 5
+
+    def __post_init__(self):
+        openai = require("openai", "install the extra: pip install -e '.[openai]'")
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "none"),
+                                     timeout=self.timeout, max_retries=self.max_retries)
+
+    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
+        replies = []
+        for messages in prompts:
+            resp = self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens, stop=list(sampling.stop)[:4], seed=sampling.seed)
+            replies.append(cut_at_stop(resp.choices[0].message.content or "", sampling.stop))
+        return replies
+
+
+class VLLMBackend:
+    """vLLM in a child process (``spawn``), driven through a pipe; ``close()`` ends it and frees the GPU."""
+
+    def __init__(self, model_path: str, dtype: str = "bfloat16", gpu_memory_utilization: float = 0.85,
+                 max_model_len: int = 4096):
+        import multiprocessing as mp
+
+        require("vllm", "on a GPU machine, pip install vllm (a build matching your CUDA and torch)")
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_vllm_worker, args=(child, model_path, dtype, gpu_memory_utilization,
+                                                            max_model_len), daemon=True)
+        self._proc.start()
+        status = self._conn.recv()
+        if status != "ready":
+            raise RuntimeError(f"vLLM worker failed to start: {status}")
+
+    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
+        self._conn.send((prompts, sampling))
+        result = self._conn.recv()
+        if isinstance(result, Exception):
+            raise result
+        return [cut_at_stop(r, sampling.stop) for r in result]
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._conn.send(None)
+            self._proc.join(timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _vllm_worker(conn, model_path, dtype, gpu_memory_utilization, max_model_len):  # pragma: no cover - GPU only
+    try:
+        from vllm import LLM, SamplingParams
+
+        llm = LLM(model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                  max_model_len=max_model_len, enable_prefix_caching=True)
+        conn.send("ready")
+    except Exception as e:  # report start-up failures to the parent
+        conn.send(repr(e))
+        return
+    while (msg := conn.recv()) is not None:
+        prompts, s = msg
+        try:
+            params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                                    stop=list(s.stop), seed=s.seed)
+            outs = llm.chat(prompts, params, use_tqdm=False)
+            conn.send([o.outputs[0].text for o in outs])
+        except Exception as e:
+            conn.send(e)

