@@ -45,8 +45,16 @@ def resolve_run_dir(run_dir: str, profile: str, seed: int) -> Path:
     return Path(run_dir) if run_dir else runs_root() / f"{profile}-seed{seed}"
 
 
+class RunFolder:
+    """Mixin for stage configs with ``profile``, ``seed`` and ``run_dir`` fields: where the run lives."""
+
+    @property
+    def path(self) -> Path:
+        return resolve_run_dir(self.run_dir, self.profile, self.seed)
+
+
 @dataclass
-class EnvironmentConfig:
+class EnvironmentConfig(RunFolder):
     """Stage 00: generate the embedded household benchmark and the expert trajectories."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -80,10 +88,6 @@ class EnvironmentConfig:
     """Run folder; empty = runs/<profile>-seed<seed> at the repository root (or $STECA_RUNS_DIR)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
-
-    @property
-    def path(self) -> Path:
-        return resolve_run_dir(self.run_dir, self.profile, self.seed)
 
     def world_spec(self):
         """The generator's spec for these settings."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
-from steca_lib.config import resolve_run_dir
+from steca_lib.config import RunFolder
 from steca_lib.data import read_jsonl
 from steca_lib.envs.household import HouseholdEnv, Task
 from steca_lib.episodes import Episode, chat_messages, run_episodes
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(RunFolder):
     """How to evaluate one model on the test splits."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -66,10 +66,6 @@ class EvalConfig:
     """Bootstrap resamples for the confidence intervals."""
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
-
-    @property
-    def path(self) -> Path:
-        return resolve_run_dir(self.run_dir, self.profile, self.seed)
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)

