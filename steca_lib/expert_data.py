@@ -45,7 +45,7 @@ def run_environment_stage(cfg: EnvironmentConfig) -> dict:
         return done
     started = time.time()
     spec = cfg.world_spec()
-    stats_rows, summary = [], {"splits": {}, "families": {}}
+    stats_rows = []
     env_time, env_steps = 0.0, 0
     for split, n in cfg.split_sizes().items():
         tasks, records = [], []

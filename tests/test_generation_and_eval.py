@@ -35,7 +35,7 @@ def test_batched_greedy_equals_one_at_a_time(backend):
     batched = backend.generate(prompts, greedy)
     single = [backend.generate([p], greedy)[0] for p in prompts]
     assert batched == single
-    assert len(set(batched)) >= 1 and all(isinstance(x, str) for x in batched)
+    assert all(isinstance(x, str) and x for x in batched)
 
 
 def test_sampling_is_seeded(backend):
