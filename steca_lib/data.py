@@ -57,6 +57,16 @@ def normalize_turn(turn: Any, path: Path, index: int, record: Any, k: int) -> di
     return {"from": ROLE_TO_FROM[speaker], "value": value}
 
 
+def chat_messages(conversations: list[dict]) -> list[dict[str, str]]:
+    """FastChat turns -> chat messages (``human`` -> ``user``, ``gpt`` -> ``assistant``)."""
+    return [{"role": FROM_TO_ROLE[t["from"]], "content": t["value"]} for t in conversations]
+
+
+def fastchat_turns(messages: list[dict]) -> list[dict[str, str]]:
+    """Chat messages -> FastChat turns (the inverse of :func:`chat_messages`)."""
+    return [{"from": ROLE_TO_FROM[m["role"]], "value": m["content"]} for m in messages]
+
+
 def load_trajectories(path: str | os.PathLike) -> list[dict]:
     """Read expert/agent trajectories; every turn is returned as ``{"from", "value"}`` and turns must
     alternate human/gpt starting with the human instruction."""
@@ -86,7 +96,7 @@ def save_trajectories(records: Iterable[dict], path: str | os.PathLike, style: s
     for rec in records:
         conv = rec["conversations"]
         if style == "role_content":
-            conv = [{"role": FROM_TO_ROLE[t["from"]], "content": t["value"]} for t in conv]
+            conv = chat_messages(conv)
         rows.append({**rec, "conversations": conv})
     write_json_atomic(rows, path)
     return path

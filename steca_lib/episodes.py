@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from steca_lib.data import fastchat_turns
 from steca_lib.envs.base import AgentEnv
 from steca_lib.generation import GenerationBackend, Messages, Sampling
 from steca_lib.prompts import NO_ACTION_OBSERVATION, observation_turn, parse_react_action
@@ -32,16 +33,10 @@ class Episode:
 
     def record(self) -> dict:
         """The evaluation record (the paper's ``{meta, conversations}`` plus the key and the caller's meta)."""
-        conv = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in self.messages]
         return {"id": self.key, **self.meta,
                 "meta": {"steps": self.env.steps, "reward": self.reward, "finished": self.done,
                          "success": self.reward >= 1.0, "terminate_reason": self.terminate_reason, "error": None},
-                "conversations": conv}
-
-
-def chat_messages(conversations: list[dict]) -> Messages:
-    """FastChat turns -> chat messages (``human`` -> ``user``, ``gpt`` -> ``assistant``)."""
-    return [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in conversations]
+                "conversations": fastchat_turns(self.messages)}
 
 
 def advance(ep: Episode, reply: str | None) -> None:

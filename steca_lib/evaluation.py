@@ -7,7 +7,7 @@ Success rates come with percentile-bootstrap 95% confidence intervals.
 
 from __future__ import annotations
 
-import logging
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,15 +16,13 @@ from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
 from steca_lib.config import RunFolder
-from steca_lib.data import read_jsonl
+from steca_lib.data import chat_messages, read_jsonl
 from steca_lib.envs.household import HouseholdEnv, Task
-from steca_lib.episodes import Episode, chat_messages, run_episodes
-from steca_lib.expert_data import load_tasks
+from steca_lib.episodes import Episode, run_episodes
+from steca_lib.expert_data import load_expert, load_tasks
 from steca_lib.generation import GenerationBackend, Sampling
 from steca_lib.metrics import bootstrap_ci
 from steca_lib.prompts import INSTRUCTION
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,11 +71,7 @@ class EvalConfig(RunFolder):
 
 def icl_messages(run_dir: Path, n: int) -> list[dict]:
     """The first ``n`` training expert trajectories as in-context example turns (task ... last action)."""
-    if n == 0:
-        return []
-    from steca_lib.data import load_trajectories
-
-    records = load_trajectories(Path(run_dir) / "00_environment" / "expert_train.json")[:n]
+    records = load_expert(run_dir)[:n] if n else []
     return [m for r in records for m in chat_messages(r["conversations"][2:])]
 
 
@@ -97,8 +91,6 @@ def task_episode(task: Task, max_steps: int, icl: list[dict]) -> Episode:
 def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfig, out_file: Path,
                    icl: list[dict]) -> list[dict]:
     """Play every task not yet in ``out_file`` (JSONL, appended as episodes finish); return all records."""
-    import json
-
     done_ids = {r["id"] for r in read_jsonl(out_file)} if out_file.exists() else set()
     todo = [t for t in tasks if t.task_id not in done_ids]
     n_icl = len(icl)

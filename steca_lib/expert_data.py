@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
 from steca_lib.config import EnvironmentConfig
-from steca_lib.data import read_jsonl, save_trajectories, write_jsonl_atomic
+from steca_lib.data import load_trajectories, read_jsonl, save_trajectories, write_jsonl_atomic
 from steca_lib.envs.household import HouseholdEnv, HouseholdExpert, Task
 from steca_lib.envs.household.generator import generate_task_counted
 from steca_lib.envs.household.world import intro_text
@@ -86,3 +86,8 @@ def summarize_expert(rows: list[dict]) -> dict:
 def load_tasks(run_dir: Path, split: str) -> list[Task]:
     """The tasks of a split written by this stage."""
     return [Task.from_dict(d) for d in read_jsonl(Path(run_dir) / STAGE / f"tasks_{split}.jsonl")]
+
+
+def load_expert(run_dir: Path, split: str = "train") -> list[dict]:
+    """The expert trajectories of a split written by this stage (FastChat records)."""
+    return load_trajectories(Path(run_dir) / STAGE / f"expert_{split}.json")

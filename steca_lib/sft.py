@@ -20,11 +20,10 @@ from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
 from steca_lib.config import PROFILES, RunFolder, config_from_params
-from steca_lib.data import load_trajectories, write_jsonl_atomic
-from steca_lib.episodes import chat_messages
+from steca_lib.data import chat_messages, write_jsonl_atomic
+from steca_lib.expert_data import load_expert
 
 STAGE = "01_sft"
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,8 +96,7 @@ class SFTStageConfig(RunFolder):
 
 def expert_messages(run_dir: Path, n: int | None = None) -> list[dict]:
     """Stage 00's expert train trajectories as chat rows ``{"messages": [...]}`` (no in-context example)."""
-    records = load_trajectories(Path(run_dir) / "00_environment" / "expert_train.json")
-    return [{"messages": chat_messages(r["conversations"])} for r in records[:n]]
+    return [{"messages": chat_messages(r["conversations"])} for r in load_expert(run_dir)[:n]]
 
 
 def sft_loss(model, input_ids, labels, attention_mask=None):
@@ -128,13 +126,14 @@ def prepare_base_model(cfg: SFTStageConfig, rows: list[dict], out: Path) -> Path
 def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkpoint_dir: Path):
     """Fine-tune ``base`` on chat ``rows`` with TRL's SFTTrainer; saves the (merged) model to ``out_dir``.
 
-    Returns the trainer's log history. Resumes from the newest checkpoint in ``checkpoint_dir``.
+    Returns the trainer's log history and the saved model's parameter count. Resumes from the newest checkpoint
+    in ``checkpoint_dir``.
     """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from steca_lib.models import load_tokenizer
+    from steca_lib.models import count_parameters, load_tokenizer
 
     tokenizer = load_tokenizer(base, cfg.chat_template)
     cuda = torch.cuda.is_available()
@@ -168,7 +167,7 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
         model = model.merge_and_unload()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return trainer.state.log_history
+    return trainer.state.log_history, count_parameters(model)
 
 
 def run_sft_stage(cfg: SFTStageConfig) -> dict:
@@ -180,14 +179,12 @@ def run_sft_stage(cfg: SFTStageConfig) -> dict:
     started = time.time()
     rows = expert_messages(cfg.path, cfg.n_trajectories)
     base = prepare_base_model(cfg, rows, out)
-    history = train_sft(cfg, rows, base, out / "model", out / "checkpoints")
+    history, n_params = train_sft(cfg, rows, base, out / "model", out / "checkpoints")
     write_jsonl_atomic(history, out / "train_log.jsonl")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    from steca_lib.models import count_parameters, load_model
-
     final = history[-1] if history else {}
     losses = [h["loss"] for h in history if "loss" in h]
-    summary = {"trajectories": len(rows), "parameters": count_parameters(load_model(out / "model", device="cpu")),
+    summary = {"trajectories": len(rows), "parameters": n_params,
                "train_runtime_s": final.get("train_runtime"), "train_loss": final.get("train_loss"),
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "steps": final.get("step"), "model_dir": str(out / "model")}

@@ -79,10 +79,10 @@ def test_lora_on_a_second_architecture(tmp_path, smoke_run):
     cfg = config_from_params(SFTStageConfig, "smoke", model=str(base), lora=True, lora_r=4, epochs=1.0,
                              learning_rate=1e-2, n_trajectories=16, run_dir=str(tmp_path))
     before = load_model(base, device="cpu").state_dict()
-    history = train_sft(cfg, expert_messages(run, 16), base, tmp_path / "out", tmp_path / "ckpt")
+    history, n_params = train_sft(cfg, expert_messages(run, 16), base, tmp_path / "out", tmp_path / "ckpt")
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
     merged = load_model(tmp_path / "out", device="cpu")
-    assert merged.config.model_type == "qwen2"
+    assert merged.config.model_type == "qwen2" and count_parameters(merged) == n_params
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
     assert any("proj" in k for k in changed)
     assert any("loss" in h for h in history)
