@@ -131,3 +131,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise DataFormatError(f"{path}: line {n}: not valid JSON ({e.msg})") from e
     return rows
+
+
+def recover_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Rows of an append-only JSONL file before resuming it: a last line cut off by a kill (no newline) is
+    removed from the file, so the records appended next start on a fresh line. A missing file has no rows."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    return read_jsonl(path)

@@ -6,6 +6,7 @@ exploration and Monte Carlo stages, which start episodes from expert prefixes in
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
@@ -30,6 +31,8 @@ class Episode:
     done: bool = False
     terminate_reason: str | None = None
     agent_turns: int = 0
+    sampling: Sampling | None = None
+    """This episode's decoding setting (None: the run's)."""
 
     def record(self) -> dict:
         """The evaluation record (the paper's ``{meta, conversations}`` plus the key and the caller's meta)."""
@@ -57,34 +60,52 @@ def advance(ep: Episode, reply: str | None) -> None:
         ep.messages.append({"role": "user", "content": observation_turn(observation)})
 
 
+def turn_seed(base: int, key: str, turn: int) -> int:
+    """A per-episode, per-turn sampling seed: samples do not depend on which episodes share a batch, so a
+    resumed or sharded run draws the same samples as an uninterrupted one."""
+    return zlib.crc32(f"{base}/{key}/{turn}".encode())
+
+
 def run_episodes(episodes: Iterable[Episode], backend: GenerationBackend, sampling: Sampling, batch_size: int,
                  on_finish: Callable[[Episode], None] | None = None, total: int | None = None,
-                 desc: str = "episodes") -> list[Episode]:
+                 desc: str = "episodes",
+                 after_turn: Callable[[Episode], Iterable[Episode]] | None = None) -> list[Episode]:
     """Play every episode to its end with a pool of ``batch_size`` live episodes; returns them in finish order.
 
-    ``sampling.seed`` is offset by the turn counter, so a fixed batch schedule gives the same samples each run.
+    Each turn is one ``backend.generate`` call for the whole pool, with every episode's own decoding setting and a
+    seed from :func:`turn_seed`. ``after_turn`` may return new episodes (e.g. Monte Carlo continuations branched
+    from the state just reached); they join the pool before queued ones, while their shared prefix is cached.
+    Episodes that arrive already finished are passed to ``on_finish`` without generating.
     """
     queue = deque(episodes)
     pool: list[Episode] = []
     finished: list[Episode] = []
-    turn = 0
-    bar = tqdm(total=total if total is not None else len(queue), desc=desc, leave=False)
+    bar = tqdm(total=total if total is not None else len(queue), desc=desc, unit="episode", leave=False)
+    def finish(ep: Episode) -> None:
+        finished.append(ep)
+        bar.update(1)
+        if on_finish:
+            on_finish(ep)
+
     while queue or pool:
         while queue and len(pool) < batch_size:
-            pool.append(queue.popleft())
-        replies = backend.generate([ep.messages for ep in pool],
-                                   replace(sampling, seed=sampling.seed + turn))
-        turn += 1
-        still = []
+            ep = queue.popleft()
+            finish(ep) if ep.done else pool.append(ep)
+        if not pool:
+            continue
+        settings = [replace(ep.sampling or sampling, seed=turn_seed((ep.sampling or sampling).seed, ep.key,
+                                                                    ep.agent_turns)) for ep in pool]
+        replies = backend.generate([ep.messages for ep in pool], settings)
+        still, spawned = [], []
         for ep, reply in zip(pool, replies):
             advance(ep, reply)
+            if after_turn is not None:
+                spawned.extend(after_turn(ep))
             if ep.done:
-                finished.append(ep)
-                bar.update(1)
-                if on_finish:
-                    on_finish(ep)
+                finish(ep)
             else:
                 still.append(ep)
         pool = still
+        queue.extendleft(reversed(spawned))
     bar.close()
     return finished

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.backends import open_backend
 from steca_lib.config import RunFolder
-from steca_lib.data import chat_messages, read_jsonl
+from steca_lib.data import chat_messages, read_jsonl, recover_jsonl
 from steca_lib.envs.household import HouseholdEnv, Task
 from steca_lib.episodes import Episode, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks
@@ -60,6 +61,8 @@ class EvalConfig(RunFolder):
     """Live episodes advanced by one batched generation call."""
     dtype: str = "float32"
     """Model dtype for inference."""
+    backend: str = "cached"
+    """Generation backend: ``cached`` (prefix-caching engine), ``hf``, ``vllm`` or ``openai``."""
     n_bootstrap: int = 10_000
     """Bootstrap resamples for the confidence intervals."""
     extra: dict = field(default_factory=dict)
@@ -91,7 +94,7 @@ def task_episode(task: Task, max_steps: int, icl: list[dict]) -> Episode:
 def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfig, out_file: Path,
                    icl: list[dict]) -> list[dict]:
     """Play every task not yet in ``out_file`` (JSONL, appended as episodes finish); return all records."""
-    done_ids = {r["id"] for r in read_jsonl(out_file)} if out_file.exists() else set()
+    done_ids = {r["id"] for r in recover_jsonl(out_file)}
     todo = [t for t in tasks if t.task_id not in done_ids]
     n_icl = len(icl)
 
@@ -132,11 +135,7 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
         return done
     started = time.time()
     if backend is None:
-        from steca_lib.generation import HFBackend
-        from steca_lib.models import load_model, load_tokenizer
-
-        model_dir = cfg.model_dir or str(cfg.path / "01_sft" / "model")
-        backend = HFBackend(load_model(model_dir, cfg.dtype), load_tokenizer(model_dir))
+        backend = open_backend(cfg.backend, cfg.model_dir or str(cfg.path / "01_sft" / "model"), cfg.dtype)
     icl = icl_messages(cfg.path, cfg.icl_num)
     summary: dict = {}
     tokens_before = getattr(backend, "generated_tokens", 0)

@@ -42,11 +42,29 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[:cut].strip()
 
 
+def per_prompt(sampling: Sampling | list[Sampling], n: int) -> list[Sampling]:
+    """One decoding setting per prompt: a single ``Sampling`` applies to all ``n`` prompts."""
+    if isinstance(sampling, Sampling):
+        return [sampling] * n
+    if len(sampling) != n:
+        raise ValueError(f"{len(sampling)} sampling settings for {n} prompts")
+    return list(sampling)
+
+
+def grouped(prompts: list, sampling: Sampling | list[Sampling]) -> dict[Sampling, list[int]]:
+    """Prompt indices by decoding setting, for backends that decode one setting per call."""
+    groups: dict[Sampling, list[int]] = {}
+    for i, s in enumerate(per_prompt(sampling, len(prompts))):
+        groups.setdefault(s, []).append(i)
+    return groups
+
+
 class GenerationBackend(Protocol):
     """What the episode runner needs from a model."""
 
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
-        """One reply per prompt; None where the prompt no longer fits the model's context."""
+    def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
+        """One reply per prompt (one ``Sampling`` for all, or one each); None where the prompt no longer fits
+        the model's context."""
 
 
 def require(module: str, install: str):
@@ -73,7 +91,14 @@ class HFBackend:
         texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
+    def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
+        replies: list[str | None] = [None] * len(prompts)
+        for setting, idx in grouped(prompts, sampling).items():
+            for i, reply in zip(idx, self._generate_one_setting([prompts[i] for i in idx], setting)):
+                replies[i] = reply
+        return replies
+
+    def _generate_one_setting(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
         import torch
 
         ids = self.encode(prompts)
@@ -88,6 +113,8 @@ class HFBackend:
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.model.device)
         kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad,
                       eos_token_id=self.tokenizer.eos_token_id)
+        if sampling.stop:  # stop where the paper's worker stops instead of running to max_new_tokens
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         if sampling.temperature > 0:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         else:
@@ -120,9 +147,9 @@ class OpenAIChatBackend:
         self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY", "none"),
                                      timeout=self.timeout, max_retries=self.max_retries)
 
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
+    def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
         replies = []
-        for messages in prompts:
+        for messages, sampling in zip(prompts, per_prompt(sampling, len(prompts))):
             resp = self._client.chat.completions.create(
                 model=self.model, messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
                 max_tokens=sampling.max_new_tokens, stop=list(sampling.stop)[:4], seed=sampling.seed)
@@ -147,12 +174,13 @@ class VLLMBackend:
         if status != "ready":
             raise RuntimeError(f"vLLM worker failed to start: {status}")
 
-    def generate(self, prompts: list[Messages], sampling: Sampling) -> list[str | None]:
-        self._conn.send((prompts, sampling))
+    def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
+        settings = per_prompt(sampling, len(prompts))
+        self._conn.send((prompts, settings))
         result = self._conn.recv()
         if isinstance(result, Exception):
             raise result
-        return [cut_at_stop(r, sampling.stop) for r in result]
+        return [cut_at_stop(r, s.stop) for r, s in zip(result, settings)]
 
     def close(self) -> None:
         if self._proc.is_alive():
@@ -177,10 +205,10 @@ def _vllm_worker(conn, model_path, dtype, gpu_memory_utilization, max_model_len)
         conn.send(repr(e))
         return
     while (msg := conn.recv()) is not None:
-        prompts, s = msg
+        prompts, settings = msg
         try:
-            params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                    stop=list(s.stop), seed=s.seed)
+            params = [SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                                     stop=list(s.stop), seed=s.seed) for s in settings]
             outs = llm.chat(prompts, params, use_tqdm=False)
             conn.send([o.outputs[0].text for o in outs])
         except Exception as e:

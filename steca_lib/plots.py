@@ -95,3 +95,72 @@ def success_with_ci(results: dict[str, dict], splits=("seen", "unseen"), title: 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _clip(text: str, n: int = 44) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def branch_map(task_rows: list[dict], title: str = ""):
+    """One task's branches: at each expert step j, the expert's action a_{j+1} beside the agent's explored action
+    â_{j+1} (orange where they differ), with Monte Carlo step rewards when the rows carry them."""
+    rows = sorted(task_rows, key=lambda r: r["step"])
+    fig, ax = plt.subplots(figsize=(9.5, 0.42 * len(rows) + 1.0))
+    ax.set(xlim=(0, 1), ylim=(len(rows) - 0.5, -0.9))
+    ax.axis("off")
+    ax.text(0.03, -0.7, "step", weight="bold", fontsize=9)
+    ax.text(0.10, -0.7, "expert action", weight="bold", fontsize=9)
+    ax.text(0.55, -0.7, "explored action (agent, greedy)", weight="bold", fontsize=9)
+    for y, r in enumerate(rows):
+        colour = "#e8f5e9" if r["same_action"] else "#fff3e0"
+        ax.add_patch(plt.Rectangle((0.0, y - 0.45), 1.0, 0.9, color=colour, lw=0))
+        expert = _clip(r["expert_action"] or "")
+        explored = _clip(r["explored_action"] or "(no action)")
+        if "expert_reward" in r:
+            expert += f"   r={r['expert_reward']:.2f}"
+            explored += f"   r={r['explored_reward']:.2f}"
+        ax.text(0.03, y, str(r["step"] + 1), va="center", fontsize=8)
+        ax.text(0.10, y, expert, va="center", fontsize=8, family="monospace")
+        ax.text(0.55, y, explored, va="center", fontsize=8, family="monospace")
+    ax.set_title(title or f"branches of {rows[0]['task_id']}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def step_reward_by_position(rows: list[dict], min_count: int = 5, seed: int = 0):
+    """The paper's Fig. 3 analogue: mean Monte Carlo step reward of expert and explored actions per step position
+    along the expert trajectory, with bootstrap 95% CIs (positions with fewer than ``min_count`` rows omitted)."""
+    from steca_lib.metrics import bootstrap_ci
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    steps = sorted({r["step"] for r in rows})
+    for key, label, colour in (("expert_reward", "expert action", "C0"), ("explored_reward", "explored action", "C1")):
+        xs, mean, low, high = [], [], [], []
+        for s in steps:
+            vals = [r[key] for r in rows if r["step"] == s]
+            if len(vals) >= min_count:
+                m, lo, hi = bootstrap_ci(vals, n_boot=2000, seed=seed)
+                xs.append(s + 1), mean.append(m), low.append(lo), high.append(hi)
+        ax.plot(xs, mean, marker="o", ms=3, color=colour, label=label)
+        ax.fill_between(xs, low, high, color=colour, alpha=0.2)
+    ax.set(xlabel="step along the expert trajectory", ylabel="MC step reward", ylim=(-0.02, 1.02),
+           title="Monte Carlo step reward by position (95% CI)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reward_gap_hist(rows: list[dict]):
+    """Distribution of explored − expert step reward; below zero the agent's own action was worse."""
+    import numpy as np
+
+    gap = np.array([r["explored_reward"] - r["expert_reward"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(gap, bins=np.linspace(-1, 1, 22), color="C1", edgecolor="white")
+    ax.axvline(0, color="k", lw=1)
+    ax.set(xlabel="explored − expert step reward", ylabel="steps",
+           title=f"Explored vs expert action ({(gap < 0).mean():.0%} of steps below zero)")
+    fig.tight_layout()
+    return fig

@@ -53,3 +53,25 @@ def play_widget(task: Task, max_steps: int = 40):
         print(env.reset())
     refresh()
     return w.VBox([status, log, w.HBox([box, menu])])
+
+
+def step_reward_browser(rows: list[dict]):
+    """Pick a task and see its branch map with Monte Carlo step rewards (``plots.branch_map``)."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from steca_lib.plots import branch_map
+
+    tasks = sorted({r["task_id"] for r in rows})
+    pick = w.Dropdown(options=tasks, description="task")
+    out = w.Output()
+
+    def show(task_id: str) -> None:
+        out.clear_output(wait=True)
+        with out:
+            fig = branch_map([r for r in rows if r["task_id"] == task_id])
+            plt.show(fig)
+
+    pick.observe(lambda ch: show(ch["new"]), names="value")
+    show(tasks[0])
+    return w.VBox([pick, out])

@@ -1,0 +1,33 @@
+"""Open a generation backend by name, so configs and notebooks choose one with a string parameter."""
+
+from __future__ import annotations
+
+from steca_lib.generation import GenerationBackend
+
+#: ``cached``: the kit's prefix-caching engine (default); ``hf``: plain batched ``generate`` on full prompts;
+#: ``vllm``: vLLM in a child process (GPU, extra); ``openai``: an OpenAI-compatible endpoint (model from env).
+BACKENDS = ("cached", "hf", "vllm", "openai")
+
+
+def open_backend(kind: str, model_dir: str, dtype: str = "float32", cache_rows: int = 128) -> GenerationBackend:
+    """The backend ``kind`` serving the model in ``model_dir`` (ignored by ``openai``)."""
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    if kind == "openai":
+        from steca_lib.generation import OpenAIChatBackend
+
+        return OpenAIChatBackend()
+    if kind == "vllm":
+        from steca_lib.generation import VLLMBackend
+
+        return VLLMBackend(model_dir, dtype=dtype if dtype != "float32" else "bfloat16")
+    from steca_lib.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(model_dir, dtype), load_tokenizer(model_dir)
+    if kind == "hf":
+        from steca_lib.generation import HFBackend
+
+        return HFBackend(model, tokenizer)
+    from steca_lib.kv_engine import CachedHFBackend
+
+    return CachedHFBackend(model, tokenizer, cache_rows=cache_rows)

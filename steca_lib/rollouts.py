@@ -1,0 +1,304 @@
+"""Stage 02: exploration along expert trajectories and Monte Carlo rollouts (the paper's §3.2, Eq. 1).
+
+For training task i and step j (0 ≤ j < T_i), the expert prefix a_1..a_j is replayed and two branches start:
+
+* ``explored``: the agent's greedy action â_{j+1}, then greedy to the end (``sample = -1``; j = 0 is a full greedy
+  episode, reused later as an explored trajectory), plus N sampled continuations after â_{j+1};
+* ``expert``: the expert's action a_{j+1}, plus N sampled continuations after it.
+
+r(s_j, a) = mean final success of the N continuations after a (computed in :mod:`steca_lib.step_rewards`).
+Every episode is one record keyed ``<task>/<j>/<branch>/<sample>``, appended to JSONL as it finishes; a rerun
+skips finished keys (a kill loses only the episodes in flight), ``shard="i/n"`` takes every n-th task, and
+:func:`merge_shards` joins shard files. Sampled continuations branch by copying the live environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Iterator
+
+from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.backends import open_backend
+from steca_lib.config import PROFILES, RunFolder, config_from_params
+from steca_lib.data import chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
+from steca_lib.envs.household import HouseholdEnv, Task
+from steca_lib.episodes import Episode, advance, run_episodes
+from steca_lib.expert_data import load_expert, load_tasks
+from steca_lib.generation import GenerationBackend, Sampling
+from steca_lib.prompts import parse_react_action
+
+STAGE = "02_rollouts"
+GREEDY = -1
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RolloutConfig(RunFolder):
+    """Stage 02: which tasks to explore and how many Monte Carlo continuations per branch."""
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
+        "smoke": {"n_tasks": 3, "n_samples": 2, "max_steps": 8, "max_new_tokens": 48, "batch_size": 24},
+        "cpu": {"n_tasks": 48, "n_samples": 5, "max_steps": 40, "max_new_tokens": 96, "batch_size": 64},
+        "cpu-llm": {"n_tasks": 24, "n_samples": 5, "max_steps": 40, "max_new_tokens": 128, "batch_size": 32},
+        "paper": {"n_tasks": None, "n_samples": 5, "max_steps": 40, "max_new_tokens": 512, "batch_size": 256,
+                  "backend": "vllm", "dtype": "bfloat16"},
+    }
+
+    profile: str = "smoke"
+    """Size preset."""
+    seed: int = 0
+    """Sampling seed of the Monte Carlo continuations."""
+    run_dir: str = ""
+    """Run folder; empty = runs/<profile>-seed<seed>."""
+    model_dir: str = ""
+    """Policy that explores and rolls out; empty = ``<run>/01_sft/model`` (the paper's π_base)."""
+    n_tasks: int | None = None
+    """Explore the first N training tasks (None = all)."""
+    n_samples: int = 5
+    """Monte Carlo continuations per branch (paper: N = 5)."""
+    temperature: float = 1.0
+    """Sampling temperature of the continuations (paper: 1)."""
+    top_p: float = 1.0
+    """Nucleus sampling of the continuations (paper: 1)."""
+    max_steps: int = 40
+    """Episode step limit, counted from the task start (paper: 40); steps j ≥ max_steps − 1 are not explored."""
+    max_new_tokens: int = 96
+    """Generation budget per turn."""
+    batch_size: int = 64
+    """Live episodes advanced by one batched generation call."""
+    backend: str = "cached"
+    """Generation backend (see :mod:`steca_lib.backends`)."""
+    dtype: str = "float32"
+    """Model dtype."""
+    shard: str = "0/1"
+    """``i/n``: this process explores tasks k with k % n == i; join shards with ``merge_shards``."""
+    extra: dict = field(default_factory=dict)
+    """Free-form notes recorded in the manifest."""
+
+    def shard_index(self) -> tuple[int, int]:
+        try:
+            i, n = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like 'i/n', got {self.shard!r}") from None
+        if not 0 <= i < n:
+            raise ValueError(f"shard {self.shard!r}: need 0 <= i < n")
+        return i, n
+
+    def greedy(self) -> Sampling:
+        return Sampling(temperature=0.0, max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+    def sampled(self) -> Sampling:
+        return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                        seed=self.seed)
+
+
+def rollout_key(task_id: str, step: int, branch: str, sample: int) -> str:
+    return f"{task_id}/{step}/{branch}/{sample}"
+
+
+@dataclass
+class ExpertPath:
+    """A training task with its expert conversation (role/content) and actions."""
+
+    task: Task
+    messages: list[dict]
+    actions: list[str]
+
+    def prefix(self, j: int, max_steps: int) -> tuple[HouseholdEnv, list[dict]]:
+        """The environment after the expert's first j actions, and the history the agent sees there."""
+        env = HouseholdEnv(self.task, max_steps=max_steps)
+        env.reset()
+        for a in self.actions[:j]:
+            env.step(a)
+        return env, copy.deepcopy(self.messages[:3 + 2 * j])
+
+    def reply(self, j: int) -> str:
+        """The expert's (j+1)-th turn (thought and action)."""
+        return self.messages[3 + 2 * j]["content"]
+
+
+def first_action(messages: list[dict], step: int) -> str | None:
+    """The action of the branch's first turn (None when the episode ended before it, e.g. context limit)."""
+    turn = 3 + 2 * step
+    return parse_react_action(messages[turn]["content"]) if len(messages) > turn else None
+
+
+def expert_paths(run_dir: Path, n_tasks: int | None) -> list[ExpertPath]:
+    tasks = {t.task_id: t for t in load_tasks(run_dir, "train")}
+    paths = []
+    for rec in load_expert(run_dir)[:n_tasks]:
+        messages = chat_messages(rec["conversations"])
+        actions = [parse_react_action(m["content"]) for m in messages[3::2]]
+        paths.append(ExpertPath(tasks[rec["id"]], messages, actions))
+    return paths
+
+
+class RolloutPlan:
+    """Creates the episodes of one shard, skipping keys already on disk, and writes each finished one."""
+
+    def __init__(self, cfg: RolloutConfig, paths: list[ExpertPath], done: dict[str, dict], sink):
+        self.cfg, self.paths, self.done, self.sink = cfg, paths, done, sink
+        self.by_task = {p.task.task_id: p for p in paths}
+
+    def steps(self, p: ExpertPath) -> range:
+        """Branch points of a task: every expert step whose action still fits the step limit."""
+        return range(min(len(p.actions), self.cfg.max_steps - 1))
+
+    def expected_keys(self) -> list[str]:
+        keys = []
+        for p in self.paths:
+            for j in self.steps(p):
+                for branch in ("explored", "expert"):
+                    samples = range(self.cfg.n_samples) if branch == "expert" else range(-1, self.cfg.n_samples)
+                    keys += [rollout_key(p.task.task_id, j, branch, s) for s in samples]
+        return keys
+
+    def _episode(self, p: ExpertPath, j: int, branch: str, sample: int) -> Episode:
+        env, messages = p.prefix(j, self.cfg.max_steps)
+        meta = {"task_id": p.task.task_id, "family": p.task.goal.family, "step": j, "branch": branch,
+                "sample": sample, "expert_action": p.actions[j]}
+        return Episode(key=rollout_key(p.task.task_id, j, branch, sample), env=env, messages=messages,
+                       meta=meta, sampling=self.cfg.greedy() if sample == GREEDY else self.cfg.sampled())
+
+    def _branch_copies(self, parent: Episode, branch: str) -> list[Episode]:
+        """The N sampled continuations after ``parent``'s first action: copies of its state (finished at
+        once when that action ended the episode)."""
+        m = parent.meta
+        action = first_action(parent.messages, m["step"])
+        out = []
+        for s in range(self.cfg.n_samples):
+            key = rollout_key(m["task_id"], m["step"], branch, s)
+            if key not in self.done:
+                out.append(Episode(key=key, env=parent.env.clone(), messages=copy.deepcopy(parent.messages),
+                                   meta={**m, "branch": branch, "sample": s, "action": action},
+                                   reward=parent.reward, done=parent.done, terminate_reason=parent.terminate_reason,
+                                   agent_turns=parent.agent_turns, sampling=self.cfg.sampled()))
+        return out
+
+    def episodes(self) -> Iterator[Episode]:
+        """Greedy explored episodes (their copies spawn after the first turn) and expert-action copies."""
+        for p in self.paths:
+            for j in self.steps(p):
+                greedy = rollout_key(p.task.task_id, j, "explored", GREEDY)
+                if greedy not in self.done:
+                    yield self._episode(p, j, "explored", GREEDY)
+                else:  # rebuild the state after the recorded explored action, for missing copies
+                    turns = self.done[greedy]["conversations"]
+                    ep = self._episode(p, j, "explored", GREEDY)
+                    advance(ep, turns[3 + 2 * j]["value"] if len(turns) > 3 + 2 * j else None)
+                    yield from self._branch_copies(ep, "explored")
+                ep = self._episode(p, j, "expert", 0)
+                advance(ep, p.reply(j))
+                yield from self._branch_copies(ep, "expert")
+
+    def after_turn(self, ep: Episode) -> list[Episode]:
+        """After the greedy explored episode's first turn, branch its N sampled continuations."""
+        if ep.meta["sample"] == GREEDY and "action" not in ep.meta:
+            ep.meta["action"] = first_action(ep.messages, ep.meta["step"])
+            return self._branch_copies(ep, "explored")
+        return []
+
+    def finish(self, ep: Episode) -> None:
+        rec = ep.record()
+        self.done[ep.key] = rec
+        self.sink(rec)
+
+
+def shard_file(out: Path, shard: str) -> Path:
+    i, n = (int(x) for x in shard.split("/"))
+    return out / ("rollouts.jsonl" if n == 1 else f"rollouts.shard-{i}-of-{n}.jsonl")
+
+
+def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -> dict:
+    """Explore and roll out this shard's tasks; resumes from the records on disk. Returns a summary; writes the
+    manifest when the whole stage (an unsharded run) is complete."""
+    i, n = cfg.shard_index()
+    out = stage_dir(cfg.path, STAGE)
+    compare = tuple(k for k in vars(cfg) if k not in ("run_dir", "extra", "shard", "backend", "batch_size"))
+    done_summary = finished_summary(out, cfg, compare)
+    if done_summary is not None:
+        return done_summary
+    started = time.time()
+    paths = expert_paths(cfg.path, cfg.n_tasks)[i::n]
+    target = shard_file(out, cfg.shard)
+    done = {r["id"]: r for r in recover_jsonl(target)}
+    before = len(done)
+    with target.open("a", encoding="utf-8") as f:
+        def sink(rec: dict) -> None:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+
+        plan = RolloutPlan(cfg, paths, done, sink)
+        expected = plan.expected_keys()
+        missing = sum(k not in done for k in expected)
+        if missing:
+            if backend is None:
+                backend = open_backend(cfg.backend, cfg.model_dir or str(cfg.path / "01_sft" / "model"),
+                                       cfg.dtype)
+            tokens_before = getattr(backend, "generated_tokens", 0)
+            t0 = time.time()
+            run_episodes(plan.episodes(), backend, cfg.greedy(), cfg.batch_size, on_finish=plan.finish,
+                         total=missing, desc=f"rollouts {cfg.shard}", after_turn=plan.after_turn)
+            elapsed = time.time() - t0
+            generated = getattr(backend, "generated_tokens", 0) - tokens_before
+        else:
+            elapsed, generated = 0.0, 0
+    summary = {"shard": cfg.shard, "tasks": len(paths), "records": sum(k in done for k in expected),
+               "expected": len(expected), "new_records": len(done) - before, "wall_s": round(elapsed, 1),
+               "generated_tokens": generated,
+               "tokens_per_s": round(generated / elapsed, 1) if elapsed and generated else None}
+    if n == 1 and summary["records"] == summary["expected"]:
+        write_manifest(out, STAGE, cfg, summary, started)
+    return summary
+
+
+def merge_shards(cfg: RolloutConfig) -> dict:
+    """Join ``rollouts.shard-*-of-n.jsonl`` into ``rollouts.jsonl`` (one record per key, in plan order) once
+    every expected key is there, and mark the stage complete."""
+    started = time.time()
+    out = stage_dir(cfg.path, STAGE)
+    shards = sorted(out.glob("rollouts.shard-*-of-*.jsonl"))
+    if not shards:
+        raise FileNotFoundError(f"no shard files in {out}")
+    records = {r["id"]: r for s in shards for r in read_jsonl(s)}
+    expected = RolloutPlan(cfg, expert_paths(cfg.path, cfg.n_tasks), {}, None).expected_keys()
+    missing = [k for k in expected if k not in records]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(expected)} rollouts missing (e.g. {missing[0]}); "
+                           f"finish the shards first")
+    write_jsonl_atomic([records[k] for k in expected], out / "rollouts.jsonl")
+    summary = {"tasks": len({k.split('/')[0] for k in expected}), "records": len(expected),
+               "merged_from": [s.name for s in shards]}
+    write_manifest(out, STAGE, cfg, summary, started)
+    return summary
+
+
+def load_rollouts(run_dir: Path) -> list[dict]:
+    """The finished stage's rollout records."""
+    return read_jsonl(Path(run_dir) / STAGE / "rollouts.jsonl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Stage 02: exploration and Monte Carlo rollouts (after stage 01).")
+    ap.add_argument("--profile", choices=PROFILES, default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-dir", default="")
+    ap.add_argument("--n-tasks", type=int, default=None)
+    ap.add_argument("--shard", default="0/1", help="i/n: run every n-th task starting at i")
+    ap.add_argument("--merge", action="store_true", help="join finished shards into rollouts.jsonl")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cfg = config_from_params(RolloutConfig, args.profile, seed=args.seed, run_dir=args.run_dir,
+                             n_tasks=args.n_tasks, shard=args.shard)
+    print(json.dumps(merge_shards(cfg) if args.merge else run_rollouts(cfg), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The rollout engine: prefix-cached generation equals the naive path, Monte Carlo records resume after a kill and
+merge from shards, and the step rewards follow Eq. 1."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from steca_lib.config import config_from_params
+from steca_lib.data import chat_messages, recover_jsonl
+from steca_lib.expert_data import load_expert
+from steca_lib.generation import HFBackend, Sampling
+from steca_lib.kv_engine import CachedHFBackend
+from steca_lib.models import load_model, load_tokenizer
+from steca_lib.rollouts import RolloutConfig, load_rollouts, merge_shards, run_rollouts
+from steca_lib.step_rewards import mc_reward, step_reward_rows
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fresh_run(smoke_run, tmp_path, name: str) -> Path:
+    """A run folder holding the smoke run's stages 00 and 01 only."""
+    src, _ = smoke_run
+    dst = tmp_path / name
+    for stage in ("00_environment", "01_sft"):
+        shutil.copytree(src / stage, dst / stage)
+    return dst
+
+
+def comparable(records: list[dict]) -> dict:
+    return {r["id"]: (r["meta"], r["conversations"]) for r in records}
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(smoke_run):
+    path = smoke_run[0] / "01_sft" / "model"
+    return load_model(path, device="cpu"), load_tokenizer(path)
+
+
+def history_prompts(run: Path, n: int) -> list[list[dict]]:
+    """Expert histories cut after 0, 2 and 4 actions: prompts that share long prefixes, like rollouts."""
+    out = []
+    for rec in load_expert(run)[:n]:
+        msgs = chat_messages(rec["conversations"])
+        out += [msgs[:3 + 2 * j] for j in (0, 2, 4) if 3 + 2 * j <= len(msgs)]
+    return out
+
+
+def test_cached_engine_equals_plain_generate(smoke_run, model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = history_prompts(smoke_run[0], 4)
+    greedy = Sampling(max_new_tokens=40)
+    plain = [HFBackend(model, tok).generate([p], greedy)[0] for p in prompts]
+    engine = CachedHFBackend(model, tok)
+    first = engine.generate(prompts, greedy)
+    encoded_first = engine.encoded_tokens
+    again = engine.generate(prompts, greedy)
+    assert first == plain and again == plain
+    # the second call finds every prompt cached and encodes one token per prompt (for its next-token logits)
+    assert engine.encoded_tokens - encoded_first == len(prompts)
+
+
+def test_cached_engine_samples_per_row_seeds(smoke_run, model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = history_prompts(smoke_run[0], 2)
+    engine = CachedHFBackend(model, tok)
+    settings = [Sampling(temperature=1.0, max_new_tokens=24, seed=s) for s in range(len(prompts))]
+    batched = engine.generate(prompts, settings)
+    alone = [CachedHFBackend(model, tok).generate([p], s)[0] for p, s in zip(prompts, settings)]
+    assert batched == alone  # a row's sample does not depend on its batch neighbours
+    assert engine.generate(prompts, [Sampling(temperature=1.0, max_new_tokens=24, seed=99)] * len(prompts)) != batched
+
+
+def test_cached_engine_reports_prompts_beyond_context(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    small = CachedHFBackend(model, tok, max_context=64)
+    long = [{"role": "user", "content": "go to cabinet 1 " * 40}]
+    assert small.generate([long, [{"role": "user", "content": "go"}]], Sampling(max_new_tokens=8))[0] is None
+
+
+def test_engine_records_equal_naive_path(smoke_run, tmp_path):
+    params = dict(n_tasks=1, max_steps=5, n_samples=3, max_new_tokens=32)
+    run_a, run_b = fresh_run(smoke_run, tmp_path, "engine"), fresh_run(smoke_run, tmp_path, "naive")
+    summary = run_rollouts(config_from_params(RolloutConfig, "smoke", run_dir=str(run_a), **params))
+    run_rollouts(config_from_params(RolloutConfig, "smoke", run_dir=str(run_b), backend="hf", batch_size=1,
+                                    **params))
+    a, b = comparable(load_rollouts(run_a)), comparable(load_rollouts(run_b))
+    assert a.keys() == b.keys() and len(a) == summary["expected"] > 0
+    greedy = [k for k in a if k.endswith("/-1")]
+    assert all(a[k] == b[k] for k in greedy)
+    # sampled continuations: same Monte Carlo rewards per (step, branch) up to sampling noise
+    rows_a, rows_b = step_reward_rows(load_rollouts(run_a)), step_reward_rows(load_rollouts(run_b))
+    for ra, rb in zip(rows_a, rows_b):
+        assert abs(ra["expert_reward"] - rb["expert_reward"]) <= 2 / 3
+        assert abs(ra["explored_reward"] - rb["explored_reward"]) <= 2 / 3
+    sampled = [k for k in a if not k.endswith("/-1")]
+    assert sum(a[k] == b[k] for k in sampled) >= 0.9 * len(sampled)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(smoke_run, tmp_path_factory):
+    run = fresh_run(smoke_run, tmp_path_factory.mktemp("ref"), "ref")
+    summary = run_rollouts(config_from_params(RolloutConfig, "smoke", run_dir=str(run), n_tasks=2))
+    assert summary["records"] == summary["expected"]
+    return comparable(load_rollouts(run))
+
+
+def test_killed_run_resumes_to_the_same_records(smoke_run, tmp_path, uninterrupted):
+    run = fresh_run(smoke_run, tmp_path, "killed")
+    out = run / "02_rollouts" / "rollouts.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "steca_lib.rollouts", "--profile", "smoke", "--run-dir",
+                             str(run), "--n-tasks", "2"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 12:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(recover_jsonl(out))
+    assert 12 <= partial < len(uninterrupted), "the kill must land midway"
+    summary = run_rollouts(config_from_params(RolloutConfig, "smoke", run_dir=str(run), n_tasks=2))
+    assert summary["new_records"] == len(uninterrupted) - partial
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == len({r["id"] for r in lines})  # nothing duplicated
+    assert comparable(load_rollouts(run)) == uninterrupted
+
+
+def test_shards_merge_to_the_unsharded_records(smoke_run, tmp_path, uninterrupted):
+    run = fresh_run(smoke_run, tmp_path, "sharded")
+    cfgs = [config_from_params(RolloutConfig, "smoke", run_dir=str(run), n_tasks=2, shard=f"{i}/2") for i in (0, 1)]
+    run_rollouts(cfgs[0])
+    with pytest.raises(RuntimeError, match="missing"):
+        merge_shards(cfgs[0])
+    run_rollouts(cfgs[1])
+    merge_shards(cfgs[0])
+    assert comparable(load_rollouts(run)) == uninterrupted
+
+
+def test_bad_shard_is_rejected():
+    with pytest.raises(ValueError, match="i/n"):
+        config_from_params(RolloutConfig, "smoke", shard="2").shard_index()
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        config_from_params(RolloutConfig, "smoke", shard="2/2").shard_index()
+
+
+def _rec(step, branch, sample, success, action="go to desk 1"):
+    return {"id": f"t/{step}/{branch}/{sample}", "task_id": "t", "family": "f", "step": step, "branch": branch,
+            "sample": sample, "expert_action": "go to desk 1", "action": action,
+            "meta": {"success": success, "reward": float(success)}, "conversations": []}
+
+
+def test_step_reward_is_the_mean_success_of_the_samples():
+    records = [_rec(0, "explored", -1, False, "go to bed 1"), _rec(0, "explored", 0, True, "go to bed 1"),
+               _rec(0, "explored", 1, False, "go to bed 1"), _rec(0, "explored", 2, False, "go to bed 1"),
+               _rec(0, "expert", 0, True), _rec(0, "expert", 1, True), _rec(0, "expert", 2, False)]
+    (row,) = step_reward_rows(records)
+    assert row["explored_reward"] == pytest.approx(1 / 3) and row["expert_reward"] == pytest.approx(2 / 3)
+    assert row["explored_action"] == "go to bed 1" and not row["same_action"] and not row["greedy_success"]
+    assert mc_reward(records[4:6]) == 1.0
+
+
+def test_recover_jsonl_drops_a_cut_last_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"id": 1}\n{"id": 2}\n{"id": 3, "cut')
+    assert recover_jsonl(p) == [{"id": 1}, {"id": 2}]
+    assert p.read_text() == '{"id": 1}\n{"id": 2}\n'
