@@ -59,7 +59,7 @@ class EnvironmentConfig(RunFolder):
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"n_train": 48, "n_seen": 18, "n_unseen": 18},
-        "cpu": {"n_train": 1200, "n_seen": 140, "n_unseen": 134},
+        "cpu": {"n_train": 2400, "n_seen": 140, "n_unseen": 134},
         "cpu-llm": {"n_train": 300, "n_seen": 60, "n_unseen": 60},
         "paper": {"n_train": 2851, "n_seen": 140, "n_unseen": 134},
     }

@@ -157,7 +157,9 @@ def smollm2_checkpoint(out_dir: str | Path) -> Path:
     gguf_file = next(pkg.glob("*.gguf")).name
     tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf_file)
     src = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf_file)
-    model = LlamaForCausalLM(src.config)
+    # a plain (dequantized) checkpoint: without the GGUF quantization tag, which trainers refuse to fine-tune
+    config = type(src.config).from_dict({k: v for k, v in src.config.to_dict().items() if k != "quantization_config"})
+    model = LlamaForCausalLM(config)
     model.load_state_dict(src.state_dict())
     tok.chat_template = CHATML_TEMPLATE
     out.mkdir(parents=True, exist_ok=True)

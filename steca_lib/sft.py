@@ -33,7 +33,7 @@ class SFTStageConfig(RunFolder):
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"tiny_hidden": 64, "tiny_layers": 2, "epochs": 1.0, "learning_rate": 3e-3, "batch_size": 8,
                   "max_length": 1536, "logging_steps": 1},
-        "cpu": {"tiny_hidden": 192, "tiny_layers": 4, "epochs": 6.0, "learning_rate": 2e-3, "batch_size": 4,
+        "cpu": {"tiny_hidden": 192, "tiny_layers": 4, "epochs": 4.0, "learning_rate": 2e-3, "batch_size": 4,
                 "max_length": 2048, "logging_steps": 20, "save_steps": 200},
         "cpu-llm": {"model": "smollm2", "lora": True, "n_trajectories": 300, "epochs": 2.0, "learning_rate": 2e-4,
                     "batch_size": 8, "max_length": 2048},

@@ -12,7 +12,7 @@ from steca_lib.expert_data import STAGE, load_tasks, run_environment_stage
 
 def test_config_from_params():
     cfg = config_from_params(EnvironmentConfig, "cpu", n_seen=None, n_unseen=7)
-    assert (cfg.n_train, cfg.n_seen, cfg.n_unseen) == (1200, 140, 7)
+    assert (cfg.n_train, cfg.n_seen, cfg.n_unseen) == (2400, 140, 7)
     with pytest.raises(TypeError, match="n_tarin"):
         config_from_params(EnvironmentConfig, "smoke", n_tarin=3)
     with pytest.raises(ValueError, match="profile"):
