@@ -36,7 +36,7 @@ class SFTStageConfig(RunFolder):
         "cpu": {"tiny_hidden": 192, "tiny_layers": 4, "epochs": 4.0, "learning_rate": 2e-3, "batch_size": 4,
                 "max_length": 2048, "logging_steps": 20, "save_steps": 200},
         "cpu-llm": {"model": "smollm2", "lora": True, "n_trajectories": 300, "epochs": 2.0, "learning_rate": 2e-4,
-                    "save_steps": 5, "logging_steps": 1,
+                    "save_steps": 5, "logging_steps": 1, "per_device_batch_size": 1,
                     "batch_size": 8, "max_length": 2048},
         "paper": {"model": "meta-llama/Llama-2-7b-chat-hf", "chat_template": "llama-2", "epochs": 3.0,
                   "learning_rate": 2e-5, "batch_size": 16, "per_device_batch_size": 2, "max_length": 4096,
