@@ -5,9 +5,9 @@
 Needs stages 00 and 01 of that run. On the same model, tasks and N it runs stage 02's work twice:
 (a) naive: one ``generate`` call per episode per turn on the full history, episodes one after another (what the
 paper's pipeline does per worker request); (b) the engine: prefix-cached batched generation with continuous
-batching. The naive path runs until ``--naive-budget`` seconds and is measured on
-the episodes it finished in that time. (c) limit: tokens/s of a bare batched forward pass (one new token per row, KV cache of the engine's mean
-prompt length) at the engine's batch size. Prints env-steps/s and generated tokens/s of each, then
+batching. The naive path runs until ``--naive-budget`` seconds and is measured on the episodes it finished in
+that time. (c) limit: tokens/s of a bare batched forward pass (one new token per row, KV cache of the engine's
+mean prompt length) at the engine's batch size. Prints env-steps/s and generated tokens/s of each, then
 ``speedup: <engine/naive>`` and ``limit_fraction: <engine/limit>``.
 """
 
@@ -26,6 +26,7 @@ from steca_lib.generation import HFBackend
 from steca_lib.kv_engine import CachedHFBackend
 from steca_lib.models import load_model, load_tokenizer
 from steca_lib.rollouts import RolloutConfig, run_rollouts
+from steca_lib.sft import model_dir as sft_model_dir
 
 
 class OutOfTime(Exception):
@@ -94,7 +95,7 @@ def main() -> None:
                     help="seconds the naive path may run (it measures rates on the episodes it finishes)")
     args = ap.parse_args()
     src = Path(args.run_dir)
-    model_dir = src / "01_sft" / "model"
+    model_dir = sft_model_dir(src)
     model, tok = load_model(model_dir, device="cpu"), load_tokenizer(model_dir)
     print(f"model {model_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"torch threads {torch.get_num_threads()}")
@@ -112,7 +113,8 @@ def main() -> None:
                 mean_prompt = backend.prompt_tokens / max(backend.prompts_served, 1)
     limit = forward_limit(model, engine_batch, int(mean_prompt))
     for name, r in results.items():
-        print(f"{name:>7}: {r['episodes']} episodes{'' if r['complete'] else ' (time budget)'} in {r['wall_s']:.1f} s, "
+        budget = "" if r["complete"] else " (time budget)"
+        print(f"{name:>7}: {r['episodes']} episodes{budget} in {r['wall_s']:.1f} s, "
               f"{r['env_steps_per_s']:.1f} env-steps/s, {r['tokens_per_s']:.1f} generated tokens/s")
     print(f"  limit: {limit:.1f} tokens/s (bare forward, batch {engine_batch}, KV cache {int(mean_prompt)} tokens)")
     print(f"speedup: {results['engine']['tokens_per_s'] / results['naive']['tokens_per_s']:.2f}")

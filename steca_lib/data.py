@@ -133,6 +133,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def append_jsonl(f, row: dict) -> None:
+    """Append one record to an open JSONL file and flush it, so a killed run keeps every finished record."""
+    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+
+
 def recover_jsonl(path: str | os.PathLike) -> list[dict]:
     """Rows of an append-only JSONL file before resuming it: a last line cut off by a kill (no newline) is
     removed from the file, so the records appended next start on a fresh line. A missing file has no rows."""

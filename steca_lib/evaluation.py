@@ -7,7 +7,6 @@ Success rates come with percentile-bootstrap 95% confidence intervals.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,13 +16,14 @@ from typing import ClassVar
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
 from steca_lib.backends import open_backend
 from steca_lib.config import RunFolder
-from steca_lib.data import chat_messages, read_jsonl, recover_jsonl
+from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl
 from steca_lib.envs.household import HouseholdEnv, Task
 from steca_lib.episodes import Episode, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks
 from steca_lib.generation import GenerationBackend, Sampling
 from steca_lib.metrics import bootstrap_ci
 from steca_lib.prompts import INSTRUCTION
+from steca_lib.sft import model_dir as sft_model_dir
 
 
 @dataclass
@@ -102,8 +102,7 @@ def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfi
         def save(ep: Episode) -> None:
             rec = ep.record()
             rec["conversations"] = rec["conversations"][:2] + rec["conversations"][2 + n_icl:]  # drop ICL turns
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
+            append_jsonl(f, rec)
 
         run_episodes((task_episode(t, cfg.max_steps, icl) for t in todo), backend, cfg.sampling(),
                      cfg.batch_size, on_finish=save, total=len(todo), desc=f"eval {out_file.stem}")
@@ -135,7 +134,7 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
         return done
     started = time.time()
     if backend is None:
-        backend = open_backend(cfg.backend, cfg.model_dir or str(cfg.path / "01_sft" / "model"), cfg.dtype)
+        backend = open_backend(cfg.backend, cfg.model_dir or str(sft_model_dir(cfg.path)), cfg.dtype)
     icl = icl_messages(cfg.path, cfg.icl_num)
     summary: dict = {}
     tokens_before = getattr(backend, "generated_tokens", 0)

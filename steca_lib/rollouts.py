@@ -26,12 +26,13 @@ from typing import ClassVar, Iterator
 from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
 from steca_lib.backends import open_backend
 from steca_lib.config import PROFILES, RunFolder, config_from_params
-from steca_lib.data import chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
+from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
 from steca_lib.envs.household import HouseholdEnv, Task
 from steca_lib.episodes import Episode, advance, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks
 from steca_lib.generation import GenerationBackend, Sampling
 from steca_lib.prompts import parse_react_action
+from steca_lib.sft import model_dir as sft_model_dir
 
 STAGE = "02_rollouts"
 GREEDY = -1
@@ -102,6 +103,12 @@ def rollout_key(task_id: str, step: int, branch: str, sample: int) -> str:
     return f"{task_id}/{step}/{branch}/{sample}"
 
 
+def turn_index(step: int) -> int:
+    """Position of the agent turn that takes action ``step + 1``: after the instruction, ``OK`` and the task,
+    each step adds an agent turn and an observation."""
+    return 3 + 2 * step
+
+
 @dataclass
 class ExpertPath:
     """A training task with its expert conversation (role/content) and actions."""
@@ -116,16 +123,16 @@ class ExpertPath:
         env.reset()
         for a in self.actions[:j]:
             env.step(a)
-        return env, copy.deepcopy(self.messages[:3 + 2 * j])
+        return env, copy.deepcopy(self.messages[:turn_index(j)])
 
     def reply(self, j: int) -> str:
         """The expert's (j+1)-th turn (thought and action)."""
-        return self.messages[3 + 2 * j]["content"]
+        return self.messages[turn_index(j)]["content"]
 
 
 def first_action(messages: list[dict], step: int) -> str | None:
     """The action of the branch's first turn (None when the episode ended before it, e.g. context limit)."""
-    turn = 3 + 2 * step
+    turn = turn_index(step)
     return parse_react_action(messages[turn]["content"]) if len(messages) > turn else None
 
 
@@ -144,7 +151,6 @@ class RolloutPlan:
 
     def __init__(self, cfg: RolloutConfig, paths: list[ExpertPath], done: dict[str, dict], sink):
         self.cfg, self.paths, self.done, self.sink = cfg, paths, done, sink
-        self.by_task = {p.task.task_id: p for p in paths}
 
     def steps(self, p: ExpertPath) -> range:
         """Branch points of a task: every expert step whose action still fits the step limit."""
@@ -191,7 +197,7 @@ class RolloutPlan:
                 else:  # rebuild the state after the recorded explored action, for missing copies
                     turns = self.done[greedy]["conversations"]
                     ep = self._episode(p, j, "explored", GREEDY)
-                    advance(ep, turns[3 + 2 * j]["value"] if len(turns) > 3 + 2 * j else None)
+                    advance(ep, turns[turn_index(j)]["value"] if len(turns) > turn_index(j) else None)
                     yield from self._branch_copies(ep, "explored")
                 ep = self._episode(p, j, "expert", 0)
                 advance(ep, p.reply(j))
@@ -210,8 +216,7 @@ class RolloutPlan:
         self.sink(rec)
 
 
-def shard_file(out: Path, shard: str) -> Path:
-    i, n = (int(x) for x in shard.split("/"))
+def shard_file(out: Path, i: int, n: int) -> Path:
     return out / ("rollouts.jsonl" if n == 1 else f"rollouts.shard-{i}-of-{n}.jsonl")
 
 
@@ -226,21 +231,16 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
         return done_summary
     started = time.time()
     paths = expert_paths(cfg.path, cfg.n_tasks)[i::n]
-    target = shard_file(out, cfg.shard)
+    target = shard_file(out, i, n)
     done = {r["id"]: r for r in recover_jsonl(target)}
     before = len(done)
     with target.open("a", encoding="utf-8") as f:
-        def sink(rec: dict) -> None:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
-
-        plan = RolloutPlan(cfg, paths, done, sink)
+        plan = RolloutPlan(cfg, paths, done, lambda rec: append_jsonl(f, rec))
         expected = plan.expected_keys()
         missing = sum(k not in done for k in expected)
         if missing:
             if backend is None:
-                backend = open_backend(cfg.backend, cfg.model_dir or str(cfg.path / "01_sft" / "model"),
-                                       cfg.dtype)
+                backend = open_backend(cfg.backend, cfg.model_dir or str(sft_model_dir(cfg.path)), cfg.dtype)
             tokens_before = getattr(backend, "generated_tokens", 0)
             t0 = time.time()
             run_episodes(plan.episodes(), backend, cfg.greedy(), cfg.batch_size, on_finish=plan.finish,

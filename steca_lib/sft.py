@@ -95,6 +95,11 @@ class SFTStageConfig(RunFolder):
     """Free-form notes recorded in the manifest."""
 
 
+def model_dir(run_dir: Path) -> Path:
+    """Where this stage saves the fine-tuned model (π_base, which later stages load by default)."""
+    return Path(run_dir) / STAGE / "model"
+
+
 def expert_messages(run_dir: Path, n: int | None = None) -> list[dict]:
     """Stage 00's expert train trajectories as chat rows ``{"messages": [...]}`` (no in-context example)."""
     return [{"messages": chat_messages(r["conversations"])} for r in load_expert(run_dir)[:n]]
@@ -180,7 +185,7 @@ def run_sft_stage(cfg: SFTStageConfig) -> dict:
     started = time.time()
     rows = expert_messages(cfg.path, cfg.n_trajectories)
     base = prepare_base_model(cfg, rows, out)
-    history, n_params = train_sft(cfg, rows, base, out / "model", out / "checkpoints")
+    history, n_params = train_sft(cfg, rows, base, model_dir(cfg.path), out / "checkpoints")
     write_jsonl_atomic(history, out / "train_log.jsonl")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     final = history[-1] if history else {}
@@ -188,7 +193,7 @@ def run_sft_stage(cfg: SFTStageConfig) -> dict:
     summary = {"trajectories": len(rows), "parameters": n_params,
                "train_runtime_s": final.get("train_runtime"), "train_loss": final.get("train_loss"),
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "steps": final.get("step"), "model_dir": str(out / "model")}
+               "steps": final.get("step"), "model_dir": str(model_dir(cfg.path))}
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
     if tokens and final.get("train_runtime"):
         summary["train_tokens_per_s"] = round(tokens / final["train_runtime"], 1)
