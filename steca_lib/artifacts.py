@@ -55,10 +55,45 @@ def load_manifest(directory: Path) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def finished_summary(directory: Path, config: Any, keys: tuple[str, ...] = ()) -> dict | None:
-    """The summary of a finished stage run with the same config (``keys`` limits the comparison), else None."""
+def upstream(run_dir: Path, *stages: str) -> dict[str, str]:
+    """When each input stage finished: a stage records this, so that it is recomputed after an input changes."""
+    out = {}
+    for stage in stages:
+        manifest = load_manifest(Path(run_dir) / stage)
+        if manifest is None or manifest.get("status") != "complete":
+            raise FileNotFoundError(f"stage {stage} has not finished in {run_dir}; run it first")
+        out[stage] = manifest["finished_at"]
+    return out
+
+
+def model_inputs(model_dir: str | Path) -> dict[str, str] | None:
+    """For a model saved by a stage (``<stage>/model``): when that stage finished, as :func:`upstream` gives it, so
+    an evaluation is redone after its model is retrained. None for a model from elsewhere."""
+    manifest = load_manifest(Path(model_dir).parent)
+    return {"model": manifest["finished_at"]} if manifest and manifest.get("status") == "complete" else None
+
+
+def discard_if_inputs_changed(directory: Path, inputs: dict[str, str] | None, pattern: str = "*.jsonl") -> list[Path]:
+    """Before resuming partial results: if they were made from other inputs (``inputs.json``), delete them (files
+    matching ``pattern``) so that nothing stale is resumed; then record the current inputs. Returns what went."""
+    marker = Path(directory) / "inputs.json"
+    removed = []
+    if marker.exists() and json.loads(marker.read_text()) != inputs:
+        removed = sorted(Path(directory).glob(pattern))
+        for p in removed:
+            p.unlink()
+    write_json_atomic(inputs, marker)
+    return removed
+
+
+def finished_summary(directory: Path, config: Any, keys: tuple[str, ...] = (),
+                     inputs: dict[str, str] | None = None) -> dict | None:
+    """The summary of a finished stage run with the same config (``keys`` limits the comparison), else None.
+    A run made from other ``inputs`` (see :func:`upstream`) is stale: None, so the stage recomputes."""
     manifest = load_manifest(directory)
     if manifest is None or manifest.get("status") != "complete":
+        return None
+    if inputs is not None and manifest.get("inputs") != inputs:
         return None
     now = json.loads(json.dumps(config_dict(config)))  # tuples compare as the lists JSON gives back
     then = manifest["config"]
@@ -71,8 +106,9 @@ def finished_summary(directory: Path, config: Any, keys: tuple[str, ...] = ()) -
     return manifest["summary"]
 
 
-def write_manifest(directory: Path, stage: str, config: Any, summary: dict, started: float) -> dict:
-    """Mark a stage complete: config, seed, versions, wall time and its summary."""
+def write_manifest(directory: Path, stage: str, config: Any, summary: dict, started: float,
+                   inputs: dict[str, str] | None = None) -> dict:
+    """Mark a stage complete: config, seed, versions, wall time, its inputs (see :func:`upstream`), summary."""
     cfg = config_dict(config)
     manifest = {
         "stage": stage,
@@ -84,6 +120,7 @@ def write_manifest(directory: Path, stage: str, config: Any, summary: dict, star
         "platform": platform.platform(),
         "wall_time_s": round(time.time() - started, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": inputs,
         "summary": summary,
     }
     write_json_atomic(manifest, Path(directory) / "manifest.json")

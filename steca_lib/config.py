@@ -98,3 +98,31 @@ class EnvironmentConfig(RunFolder):
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "seen": self.n_seen, "unseen": self.n_unseen}
+
+
+def stage_main(cls: type[C], run, description: str, argv: list[str] | None = None) -> int:
+    """A stage's command line: ``--profile``, ``--seed``, ``--run-dir`` and ``--set field=value`` for any other
+    config field (values are read as JSON when they parse, e.g. ``--set delta=0.05``, else as text)."""
+    import argparse
+    import json
+    import logging
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--profile", choices=PROFILES, default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-dir", default="")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    args = ap.parse_args(argv)
+    params = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    logging.basicConfig(level=logging.INFO)
+    cfg = config_from_params(cls, args.profile, seed=args.seed, run_dir=args.run_dir, **params)
+    print(json.dumps(run(cfg), indent=1, default=str))
+    return 0

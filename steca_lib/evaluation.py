@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, write_manifest
 from steca_lib.backends import open_backend
 from steca_lib.config import RunFolder
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl
@@ -129,12 +129,15 @@ def summarize(records: list[dict], n_bootstrap: int = 10_000, seed: int = 0) -> 
 def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationBackend | None = None) -> dict:
     """Evaluate ``cfg.model_dir`` (default: the SFT model) on ``cfg.splits``; one summary per split."""
     out = stage_dir(cfg.path, f"{stage}/{cfg.label}")
-    done = finished_summary(out, cfg)
+    model = cfg.model_dir or str(sft_model_dir(cfg.path))
+    inputs = model_inputs(model)
+    done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
     started = time.time()
+    discard_if_inputs_changed(out, inputs)
     if backend is None:
-        backend = open_backend(cfg.backend, cfg.model_dir or str(sft_model_dir(cfg.path)), cfg.dtype)
+        backend = open_backend(cfg.backend, model, cfg.dtype)
     icl = icl_messages(cfg.path, cfg.icl_num)
     summary: dict = {}
     tokens_before = getattr(backend, "generated_tokens", 0)
@@ -146,5 +149,5 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
     generated = getattr(backend, "generated_tokens", 0) - tokens_before
     summary["generation"] = {"wall_s": round(elapsed, 1), "generated_tokens": generated,
                              "tokens_per_s": round(generated / elapsed, 1) if elapsed and generated else None}
-    write_manifest(out, f"{stage}/{cfg.label}", cfg, summary, started)
+    write_manifest(out, f"{stage}/{cfg.label}", cfg, summary, started, inputs)
     return summary

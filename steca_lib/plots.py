@@ -61,12 +61,13 @@ def save_figure(fig, run_dir, name: str, dpi: int = 120):
     return out
 
 
-def loss_curve(history: list[dict], title: str = "SFT loss (assistant tokens)"):
+def loss_curve(history: list[dict], title: str = "SFT loss (assistant tokens)",
+               ylabel: str = "cross-entropy (nats/token)"):
     """Training loss per logged step (the trainer's ``log_history`` rows)."""
     rows = [h for h in history if "loss" in h]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], marker=".", lw=1)
-    ax.set(xlabel="optimiser step", ylabel="cross-entropy (nats/token)", title=title)
+    ax.set(xlabel="optimiser step", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -162,5 +163,35 @@ def reward_gap_hist(rows: list[dict]):
     ax.axvline(0, color="k", lw=1)
     ax.set(xlabel="explored − expert step reward", ylabel="steps",
            title=f"Explored vs expert action ({(gap < 0).mean():.0%} of steps below zero)")
+    fig.tight_layout()
+    return fig
+
+
+def calibration_funnel(funnel: list[dict], title: str = "From branch points to calibrated trajectories"):
+    """How many branches survive each check of deviation detection and calibration (stage 04's funnel)."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.34 * len(funnel) + 1.0))
+    names = [f["check"] for f in funnel]
+    counts = [f["count"] for f in funnel]
+    ax.barh(range(len(funnel)), counts, color="C2")
+    for y, c in enumerate(counts):
+        ax.text(c, y, f" {c}", va="center", fontsize=8)
+    ax.set_yticks(range(len(funnel)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="count", title=title, xlim=(0, max(counts + [1]) * 1.15))
+    fig.tight_layout()
+    return fig
+
+
+def deviation_and_weights(sets: dict[str, list[dict]]):
+    """Trajectory deviation distance (nDTW) and sample weight of every training set, one colour per set."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+    for i, (name, samples) in enumerate(s for s in sets.items() if s[1]):
+        for ax, key in zip(axes, ("deviation", "reward")):
+            sns.histplot([s[key] for s in samples], ax=ax, color=f"C{i}", label=f"{name} ({len(samples)})",
+                         element="step", fill=False, bins=20)
+    axes[0].set(xlabel="trajectory deviation (nDTW, 1 − cos)", title="Deviation from the other side")
+    axes[1].set(xlabel="sample weight (1 ± k·dev)", title="Weights in reinforced training")
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

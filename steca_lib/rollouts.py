@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, write_manifest
 from steca_lib.backends import open_backend
 from steca_lib.config import PROFILES, RunFolder, config_from_params
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
@@ -45,7 +45,7 @@ class RolloutConfig(RunFolder):
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"n_tasks": 3, "n_samples": 2, "max_steps": 8, "max_new_tokens": 48, "batch_size": 24},
-        "cpu": {"n_tasks": 12, "n_samples": 5, "max_steps": 40, "max_new_tokens": 64, "batch_size": 64},
+        "cpu": {"n_tasks": 48, "n_samples": 5, "max_steps": 40, "max_new_tokens": 64, "batch_size": 64},
         "cpu-llm": {"n_tasks": 24, "n_samples": 5, "max_steps": 40, "max_new_tokens": 128, "batch_size": 32},
         "paper": {"n_tasks": None, "n_samples": 5, "max_steps": 40, "max_new_tokens": 512, "batch_size": 256,
                   "backend": "vllm", "dtype": "bfloat16"},
@@ -226,10 +226,13 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
     i, n = cfg.shard_index()
     out = stage_dir(cfg.path, STAGE)
     compare = tuple(k for k in vars(cfg) if k not in ("run_dir", "extra", "shard", "backend", "batch_size"))
-    done_summary = finished_summary(out, cfg, compare)
+    model = cfg.model_dir or str(sft_model_dir(cfg.path))
+    inputs = model_inputs(model)
+    done_summary = finished_summary(out, cfg, compare, inputs=inputs)
     if done_summary is not None:
         return done_summary
     started = time.time()
+    discard_if_inputs_changed(out, inputs)
     paths = expert_paths(cfg.path, cfg.n_tasks)[i::n]
     target = shard_file(out, i, n)
     done = {r["id"]: r for r in recover_jsonl(target)}
@@ -240,7 +243,7 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
         missing = sum(k not in done for k in expected)
         if missing:
             if backend is None:
-                backend = open_backend(cfg.backend, cfg.model_dir or str(sft_model_dir(cfg.path)), cfg.dtype)
+                backend = open_backend(cfg.backend, model, cfg.dtype)
             tokens_before = getattr(backend, "generated_tokens", 0)
             t0 = time.time()
             run_episodes(plan.episodes(), backend, cfg.greedy(), cfg.batch_size, on_finish=plan.finish,
@@ -254,7 +257,7 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
                "generated_tokens": generated,
                "tokens_per_s": round(generated / elapsed, 1) if elapsed and generated else None}
     if n == 1 and summary["records"] == summary["expected"]:
-        write_manifest(out, STAGE, cfg, summary, started)
+        write_manifest(out, STAGE, cfg, summary, started, inputs)
     return summary
 
 
@@ -275,7 +278,7 @@ def merge_shards(cfg: RolloutConfig) -> dict:
     write_jsonl_atomic([records[k] for k in expected], out / "rollouts.jsonl")
     summary = {"tasks": len({k.split('/')[0] for k in expected}), "records": len(expected),
                "merged_from": [s.name for s in shards]}
-    write_manifest(out, STAGE, cfg, summary, started)
+    write_manifest(out, STAGE, cfg, summary, started, model_inputs(cfg.model_dir or str(sft_model_dir(cfg.path))))
     return summary
 
 

@@ -129,6 +129,18 @@ def prepare_base_model(cfg: SFTStageConfig, rows: list[dict], out: Path) -> Path
     return Path(cfg.model) if Path(cfg.model).exists() else cfg.model
 
 
+def device_settings(bf16: bool | None, batch_size: int, per_device_batch_size: int) -> dict:
+    """Trainer arguments for this machine: bf16 (None = when the GPU supports it), CPU or GPU, and the micro-batch
+    with the gradient accumulation that make up the global ``batch_size`` over all GPUs."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    world = max(1, torch.cuda.device_count()) if cuda else 1
+    micro = per_device_batch_size or batch_size
+    return {"bf16": bf16 if bf16 is not None else (cuda and torch.cuda.is_bf16_supported()), "use_cpu": not cuda,
+            "per_device_train_batch_size": micro, "gradient_accumulation_steps": max(1, batch_size // (micro * world))}
+
+
 def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkpoint_dir: Path):
     """Fine-tune ``base`` on chat ``rows`` with TRL's SFTTrainer; saves the (merged) model to ``out_dir``.
 
@@ -142,20 +154,16 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
     from steca_lib.models import count_parameters, load_tokenizer
 
     tokenizer = load_tokenizer(base, cfg.chat_template)
-    cuda = torch.cuda.is_available()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
-    world = max(1, torch.cuda.device_count()) if cuda else 1
-    micro = cfg.per_device_batch_size or cfg.batch_size
-    accum = max(1, cfg.batch_size // (micro * world))
+    device = device_settings(cfg.bf16, cfg.batch_size, cfg.per_device_batch_size)
     args = SFTConfig(
         output_dir=str(checkpoint_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=accum, max_length=cfg.max_length,
-        assistant_only_loss=True, bf16=bf16, use_cpu=not cuda, activation_checkpointing=cfg.activation_checkpointing,
+        max_length=cfg.max_length, assistant_only_loss=True, activation_checkpointing=cfg.activation_checkpointing,
+        **device,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
         train_sampling_strategy="group_by_length",
-        model_init_kwargs={"dtype": torch.bfloat16 if bf16 else torch.float32},
+        model_init_kwargs={"dtype": torch.bfloat16 if device["bf16"] else torch.float32},
     )
     peft_config = None
     if cfg.lora:

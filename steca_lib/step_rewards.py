@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
 from steca_lib.config import RunFolder
 from steca_lib.data import read_jsonl, write_jsonl_atomic
 from steca_lib.metrics import bootstrap_ci
@@ -86,14 +86,15 @@ def summarize_step_rewards(rows: list[dict], seed: int = 0) -> dict:
 def run_step_reward_stage(cfg: StepRewardConfig) -> dict:
     """Compute the step rewards of a finished stage 02."""
     out = stage_dir(cfg.path, STAGE)
-    done = finished_summary(out, cfg)
+    inputs = upstream(cfg.path, "02_rollouts")
+    done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
     started = time.time()
     rows = step_reward_rows(load_rollouts(cfg.path))
     write_jsonl_atomic(rows, out / "step_rewards.jsonl")
     summary = summarize_step_rewards(rows, cfg.seed)
-    write_manifest(out, STAGE, cfg, summary, started)
+    write_manifest(out, STAGE, cfg, summary, started, inputs)
     return summary
 
 

@@ -75,3 +75,43 @@ def step_reward_browser(rows: list[dict]):
     pick.observe(lambda ch: show(ch["new"]), names="value")
     show(tasks[0])
     return w.VBox([pick, out])
+
+
+def _lines(turns: list[dict], width: int) -> list[str]:
+    out = []
+    for t in turns:
+        prefix = "agent: " if t["from"] == "gpt" else "       "
+        for part in t["value"].split("\n"):
+            out += textwrap.wrap(part, width - 7, initial_indent=prefix, subsequent_indent="       ") or [""]
+            prefix = "       "
+    return out
+
+
+def calibration_text(sample: dict, width: int = 60, context: int = 2) -> str:
+    """A calibrated sample side by side with the agent's own continuation: the last ``context`` turns before the
+    deviated step, the deviated step, then what the agent did (left) and the calibrated trajectory (right)."""
+    head = _lines(sample["prompt"][-2 - 2 * context:], 2 * width + 3)
+    left, right = _lines(sample["rejected"], width), _lines(sample["chosen"], width)
+    rows = [f"{a:<{width}} | {b}" for a, b in zip(left + [""] * (len(right) - len(left)),
+                                                   right + [""] * (len(left) - len(right)))]
+    title = f"{'what the agent did next':<{width}} | calibrated: reflection + expert continuation"
+    return "\n".join([*head, "-" * (2 * width + 3), title, "-" * (2 * width + 3), *rows])
+
+
+def calibration_browser(samples: list[dict]):
+    """Pick a calibrated sample and read it next to the agent's own continuation (:func:`calibration_text`)."""
+    import ipywidgets as w
+
+    labels = [(f"{s['meta']['task_id']} step {s['meta']['step'] + 1} ({s['meta']['family']})", i)
+              for i, s in enumerate(samples)]
+    pick = w.Dropdown(options=labels, description="sample", layout=w.Layout(width="480px"))
+    view = w.HTML()
+
+    def show(i: int) -> None:
+        import html
+
+        view.value = f"<pre style='font-size:11px'>{html.escape(calibration_text(samples[i]))}</pre>"
+
+    pick.observe(lambda ch: show(ch["new"]), names="value")
+    show(0)
+    return w.VBox([pick, view])

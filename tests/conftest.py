@@ -40,3 +40,21 @@ def smoke_run(tmp_path_factory):
     run_environment_stage(config_from_params(EnvironmentConfig, "smoke", run_dir=str(run)))
     summary = run_sft_stage(config_from_params(SFTStageConfig, "smoke", run_dir=str(run)))
     return run, summary
+
+
+@pytest.fixture(scope="session")
+def scripted_run(tmp_path_factory):
+    """Stages 00, 02 and 03 of a smoke run played by the scripted agent of ``tests/scripted.py`` (no model)."""
+    from scripted import ScriptedBackend
+
+    from steca_lib.config import EnvironmentConfig, config_from_params
+    from steca_lib.expert_data import run_environment_stage
+    from steca_lib.rollouts import RolloutConfig, run_rollouts
+    from steca_lib.step_rewards import StepRewardConfig, run_step_reward_stage
+
+    run = tmp_path_factory.mktemp("scripted")
+    run_environment_stage(config_from_params(EnvironmentConfig, "smoke", run_dir=str(run)))
+    run_rollouts(config_from_params(RolloutConfig, "smoke", run_dir=str(run), n_tasks=8, max_steps=20),
+                 backend=ScriptedBackend(run))
+    run_step_reward_stage(config_from_params(StepRewardConfig, "smoke", run_dir=str(run)))
+    return run

@@ -9,7 +9,7 @@ import pytest
 from steca_lib.config import config_from_params
 from steca_lib.envs.household import HouseholdEnv, generate_task
 from steca_lib.envs.household.generator import WorldSpec
-from steca_lib.episodes import Episode, advance, run_episodes
+from steca_lib.episodes import advance, run_episodes
 from steca_lib.evaluation import EvalConfig, initial_messages, run_eval_stage, summarize, task_episode
 from steca_lib.generation import HFBackend, OpenAIChatBackend, Sampling, cut_at_stop
 from steca_lib.metrics import bootstrap_ci

@@ -54,3 +54,26 @@ def test_same_seed_same_files(tmp_path):
         run_environment_stage(cfg)
         files.append((tmp_path / d / STAGE / "expert_train.json").read_text())
     assert files[0] == files[1]
+
+
+def test_results_of_other_inputs_are_not_resumed(tmp_path):
+    """A stage made from a retrained model recomputes: its finished summary is stale and its partial JSONL goes."""
+    from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, model_inputs, write_manifest
+
+    model_stage = tmp_path / "05_reinforced" / "steca"
+    write_manifest(model_stage, "05", {"seed": 0}, {}, 0.0)
+    inputs = model_inputs(model_stage / "model")
+    assert inputs == {"model": json.loads((model_stage / "manifest.json").read_text())["finished_at"]}
+    assert model_inputs(tmp_path / "elsewhere" / "model") is None
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "seen.jsonl").write_text('{"id": "a"}\n')
+    assert discard_if_inputs_changed(out, inputs) == []  # first run: nothing to compare with
+    assert discard_if_inputs_changed(out, inputs) == []  # same model: resume
+    write_manifest(out, "eval", {"seed": 0}, {"n": 1}, 0.0, inputs)
+    assert finished_summary(out, {"seed": 0}, inputs=inputs) == {"n": 1}
+    retrained = {"model": "later"}
+    assert finished_summary(out, {"seed": 0}, inputs=retrained) is None
+    assert discard_if_inputs_changed(out, retrained) == [out / "seen.jsonl"]
+    assert not (out / "seen.jsonl").exists()
