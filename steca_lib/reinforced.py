@@ -10,7 +10,13 @@ averaged over the batch, where log π sums over the agent's tokens of ``chosen``
 
 * ``steca``: β = 0, weights from stage 04 (the paper's method);
 * ``sft+dpo``: β = 0.1 with the SFT model as frozen reference (the paper's "SFT+DPO" row);
-* ``wo-rt``: β = 0 and every weight 1, plain SFT on the collected data (the "w/o reinforced training" row).
+* ``wo-rt``: β = 0 and every weight 1, plain SFT on the collected data (the "w/o reinforced training" row);
+* ``ipr``: IPR's loss (DPO β = 0.1 + SFT, weights 1) on its pairs: expert vs explored sub-trajectories ranked by
+  same-step MC reward, and full trajectory pairs;
+* ``eto``: ETO's loss (DPO β = 0.1, no SFT term, weights 1) on full expert-vs-failure trajectory pairs.
+
+``ipr`` and ``eto`` are one iteration of those baselines on this run's exploration; the published methods iterate
+(re-explore with the new model, 3 rounds for ETO, up to 6 for IPR).
 
 Built on ``transformers.Trainer`` (a ``compute_loss`` override); reference log-probabilities are computed once
 before training. ``sets`` drops any of D_c, D_e, D_s for the paper's Table 6 ablation.
@@ -33,8 +39,13 @@ from steca_lib.sft import device_settings
 from steca_lib.sft import model_dir as sft_model_dir
 
 STAGE = "05_reinforced"
-VARIANTS = {"steca": {"beta": 0.0, "weighted": True}, "sft+dpo": {"beta": 0.1, "weighted": True},
-            "wo-rt": {"beta": 0.0, "weighted": False}}
+VARIANTS = {
+    "steca": {"beta": 0.0, "sft": 1.0, "weighted": True, "sets": SETS},
+    "sft+dpo": {"beta": 0.1, "sft": 1.0, "weighted": True, "sets": SETS},
+    "wo-rt": {"beta": 0.0, "sft": 1.0, "weighted": False, "sets": SETS},
+    "ipr": {"beta": 0.1, "sft": 1.0, "weighted": False, "sets": ("expert_sub", "traj_pairs")},
+    "eto": {"beta": 0.1, "sft": 0.0, "weighted": False, "sets": ("traj_pairs",)},
+}
 IGNORE = -100
 
 
@@ -57,11 +68,11 @@ class ReinforcedConfig(RunFolder):
     run_dir: str = ""
     """Run folder; empty = runs/<profile>-seed<seed>."""
     variant: str = "steca"
-    """``steca`` (β 0, weighted), ``sft+dpo`` (β > 0) or ``wo-rt`` (unweighted SFT on the collected data)."""
+    """``steca``, ``sft+dpo``, ``wo-rt``, or the baselines ``ipr`` and ``eto`` (see the module docstring)."""
     beta: float | None = None
     """DPO strength; None = the variant's (0 or 0.1)."""
-    sets: tuple[str, ...] = SETS
-    """Which stage-04 sets to train on (drop one for the Table 6 ablation)."""
+    sets: tuple[str, ...] | None = None
+    """Which stage-04 sets to train on; None = the variant's (drop one for the Table 6 ablation)."""
     calibration: str = "main"
     """Which stage-04 folder (``04_calibration/<label>``) to train on."""
     init_model: str = ""
@@ -94,7 +105,7 @@ class ReinforcedConfig(RunFolder):
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
-        self.sets = tuple(self.sets)
+        self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant]["sets"]
         unknown = set(self.sets) - set(SETS)
         if unknown or not self.sets:
             raise ValueError(f"sets must be a non-empty subset of {SETS}, got {self.sets}")
@@ -105,7 +116,7 @@ class ReinforcedConfig(RunFolder):
 
     @property
     def name(self) -> str:
-        dropped = [s for s in SETS if s not in self.sets]
+        dropped = [s for s in VARIANTS[self.variant]["sets"] if s not in self.sets]
         data = "" if self.calibration == "main" else f"-{self.calibration}"
         return self.label or self.variant + data + "".join(f"-no-{s}" for s in dropped)
 
@@ -138,8 +149,10 @@ def sequence_logprob(model, input_ids, attention_mask, labels):
     return (logp * mask).sum(-1)
 
 
-def pair_loss(weight, logp_chosen, beta: float = 0.0, logp_rejected=None, ref_chosen=None, ref_rejected=None):
-    """The official per-batch loss: mean_i w_i · (−log σ(β·Δ_i) − log π(c_i)); with β = 0 the first term is log 2."""
+def pair_loss(weight, logp_chosen, beta: float = 0.0, logp_rejected=None, ref_chosen=None, ref_rejected=None,
+              sft_weight: float = 1.0):
+    """The official per-batch loss: mean_i w_i · (−log σ(β·Δ_i) − s·log π(c_i)), s = ``sft_weight`` (1; ETO: 0);
+    with β = 0 the first term is log 2."""
     import torch
     import torch.nn.functional as F
 
@@ -148,7 +161,7 @@ def pair_loss(weight, logp_chosen, beta: float = 0.0, logp_rejected=None, ref_ch
         pref = -F.logsigmoid(beta * delta)
     else:
         pref = torch.full_like(logp_chosen, math.log(2.0))
-    return (weight * (pref - logp_chosen)).mean()
+    return (weight * (pref - sft_weight * logp_chosen)).mean()
 
 
 def pad_batch(rows: list[dict], pad_id: int, sides: tuple[str, ...]) -> dict:
@@ -176,9 +189,9 @@ def make_trainer_class():
     class WeightedPairTrainer(Trainer):
         """Trainer whose loss is :func:`pair_loss` on batches from :func:`pad_batch`."""
 
-        def __init__(self, *args, beta: float = 0.0, **kwargs):
+        def __init__(self, *args, beta: float = 0.0, sft_weight: float = 1.0, **kwargs):
             super().__init__(*args, **kwargs)
-            self.beta = beta
+            self.beta, self.sft_weight = beta, sft_weight
             self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by accumulation
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -189,9 +202,9 @@ def make_trainer_class():
             chosen = side("chosen")
             if self.beta > 0:
                 loss = pair_loss(inputs["weight"], chosen, self.beta, side("rejected"), inputs["ref_chosen"],
-                                 inputs["ref_rejected"])
+                                 inputs["ref_rejected"], self.sft_weight)
             else:
-                loss = pair_loss(inputs["weight"], chosen)
+                loss = pair_loss(inputs["weight"], chosen, sft_weight=self.sft_weight)
             return (loss, {"logp_chosen": chosen}) if return_outputs else loss
 
     return WeightedPairTrainer
@@ -258,6 +271,7 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
         dataloader_num_workers=0, remove_unused_columns=False)
     model.train()
     trainer = make_trainer_class()(model=model, args=args, train_dataset=rows, beta=beta,
+                                   sft_weight=VARIANTS[cfg.variant]["sft"],
                                    data_collator=lambda b: pad_batch(b, tokenizer.pad_token_id, sides))
     trainer.train(resume_from_checkpoint=True if any((out / "checkpoints").glob("checkpoint-*")) else None)
     trainer.model.save_pretrained(out / "model")
@@ -267,7 +281,8 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     losses = [h["loss"] for h in history if "loss" in h]
     counts = {name: sum(r["set"] == name for r in rows) for name in cfg.sets}
-    summary = {"name": cfg.name, "variant": cfg.variant, "beta": beta, "samples": len(rows), "by_set": counts,
+    summary = {"name": cfg.name, "variant": cfg.variant, "beta": beta, "sft_weight": VARIANTS[cfg.variant]["sft"],
+               "samples": len(rows), "by_set": counts,
                "weights_mean": sum(r["weight"] for r in rows) / len(rows),
                "tokens_trained": sum(sum(t != IGNORE for t in r["chosen_labels"]) for r in rows),
                "steps": history[-1].get("step") if history else None,

@@ -11,7 +11,7 @@ import torch
 from steca_lib.calibration import CalibrationConfig, load_set, run_calibration_stage
 from steca_lib.config import config_from_params
 from steca_lib.models import load_tokenizer
-from steca_lib.reinforced import (IGNORE, ReinforcedConfig, encode, make_trainer_class, pad_batch, pair_loss,
+from steca_lib.reinforced import (IGNORE, VARIANTS, ReinforcedConfig, encode, make_trainer_class, pad_batch, pair_loss,
                                   run_reinforced_stage, sequence_logprob)
 
 
@@ -50,6 +50,9 @@ def test_weighted_loss_equals_hand_computed_values():
     nls = [-math.log(1 / (1 + math.exp(-0.5 * d))) for d in deltas]
     expected = (2.0 * (nls[0] + 3.0) + 0.5 * (nls[1] + 1.0)) / 2
     assert pair_loss(w, lp_c, 0.5, lp_r, ref_c, ref_r).item() == pytest.approx(expected)
+    # ETO: pure DPO, no SFT term
+    expected = (2.0 * nls[0] + 0.5 * nls[1]) / 2
+    assert pair_loss(w, lp_c, 0.5, lp_r, ref_c, ref_r, sft_weight=0.0).item() == pytest.approx(expected)
 
 
 def test_beta_zero_gives_the_weighted_sft_gradient(tmp_path):
@@ -101,13 +104,14 @@ def test_labels_cover_only_the_chosen_agent_turns(trained_run):
     assert "Observation" not in labelled
 
 
-@pytest.mark.parametrize("variant", ["steca", "sft+dpo", "wo-rt"])
+@pytest.mark.parametrize("variant", ["steca", "sft+dpo", "wo-rt", "ipr", "eto"])
 def test_every_variant_trains_end_to_end(trained_run, variant):
     cfg = config_from_params(ReinforcedConfig, "smoke", run_dir=str(trained_run), variant=variant)
     summary = run_reinforced_stage(cfg)
-    assert summary["samples"] == len(load_set(trained_run)) and summary["steps"] >= 1
-    assert summary["beta"] == (0.1 if variant == "sft+dpo" else 0.0)
-    assert (summary["weights_mean"] == 1.0) == (variant == "wo-rt")
+    assert summary["samples"] == sum(len(load_set(trained_run, s)) for s in cfg.sets) and summary["steps"] >= 1
+    assert set(summary["by_set"]) == set(VARIANTS[variant]["sets"])
+    assert summary["beta"] == (0.0 if variant in ("steca", "wo-rt") else 0.1)
+    assert (summary["weights_mean"] == 1.0) == (variant in ("wo-rt", "ipr", "eto"))
     assert (trained_run / "05_reinforced" / variant / "model" / "config.json").exists()
     assert run_reinforced_stage(cfg) == summary  # finished: skipped
 
