@@ -15,16 +15,15 @@ Both rules read the step-reward rows of stage 03 (one per task and branch point 
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from typing import Callable
 
 import numpy as np
 
 from steca_lib.embedders import Embedder
+from steca_lib.prompts import parse_react_action
 
 RULES = ("paper", "code")
-_ACTION = re.compile(r"Action:\s?(.*)", re.DOTALL)
 
 
 def with_previous_reward(rows: list[dict]) -> list[dict]:
@@ -106,12 +105,7 @@ def ndtw(cost: np.ndarray) -> float:
 
 def turn_actions(turns: list[dict]) -> list[str]:
     """The action of every gpt turn (``""`` when a turn has none), as the official distance reads them."""
-    out = []
-    for t in turns:
-        if t["from"] == "gpt":
-            m = _ACTION.search(t["value"])
-            out.append(m.group(1).strip() if m else "")
-    return out
+    return [parse_react_action(t["value"]) or "" for t in turns if t["from"] == "gpt"]
 
 
 def trajectory_deviation(chosen: list[dict], rejected: list[dict], embedder: Embedder) -> float:

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from steca_lib.data import append_jsonl, recover_jsonl
 from steca_lib.generation import Sampling, require
+from steca_lib.prompts import parse_react_action
 
 REFLECTORS = ("rule", "chat", "self")
 
@@ -44,8 +45,7 @@ class ReflectionRequest:
 
     @property
     def deviated_action(self) -> str:
-        m = re.search(r"Action:\s?(.*)", self.history[-2]["value"], re.DOTALL)
-        return m.group(1).strip() if m else ""
+        return parse_react_action(self.history[-2]["value"]) or ""
 
     @property
     def deviated_observation(self) -> str:

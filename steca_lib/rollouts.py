@@ -91,6 +91,10 @@ class RolloutConfig(RunFolder):
             raise ValueError(f"shard {self.shard!r}: need 0 <= i < n")
         return i, n
 
+    def policy_dir(self) -> str:
+        """The model that explores and rolls out."""
+        return self.model_dir or str(sft_model_dir(self.path))
+
     def greedy(self) -> Sampling:
         return Sampling(temperature=0.0, max_new_tokens=self.max_new_tokens, seed=self.seed)
 
@@ -226,8 +230,7 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
     i, n = cfg.shard_index()
     out = stage_dir(cfg.path, STAGE)
     compare = tuple(k for k in vars(cfg) if k not in ("run_dir", "extra", "shard", "backend", "batch_size"))
-    model = cfg.model_dir or str(sft_model_dir(cfg.path))
-    inputs = model_inputs(model)
+    inputs = model_inputs(cfg.policy_dir())
     done_summary = finished_summary(out, cfg, compare, inputs=inputs)
     if done_summary is not None:
         return done_summary
@@ -243,7 +246,7 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
         missing = sum(k not in done for k in expected)
         if missing:
             if backend is None:
-                backend = open_backend(cfg.backend, model, cfg.dtype)
+                backend = open_backend(cfg.backend, cfg.policy_dir(), cfg.dtype)
             tokens_before = getattr(backend, "generated_tokens", 0)
             t0 = time.time()
             run_episodes(plan.episodes(), backend, cfg.greedy(), cfg.batch_size, on_finish=plan.finish,
@@ -278,7 +281,7 @@ def merge_shards(cfg: RolloutConfig) -> dict:
     write_jsonl_atomic([records[k] for k in expected], out / "rollouts.jsonl")
     summary = {"tasks": len({k.split('/')[0] for k in expected}), "records": len(expected),
                "merged_from": [s.name for s in shards]}
-    write_manifest(out, STAGE, cfg, summary, started, model_inputs(cfg.model_dir or str(sft_model_dir(cfg.path))))
+    write_manifest(out, STAGE, cfg, summary, started, model_inputs(cfg.policy_dir()))
     return summary
 
 
