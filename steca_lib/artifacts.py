@@ -98,7 +98,10 @@ def finished_summary(directory: Path, config: Any, keys: tuple[str, ...] = (),
     now = json.loads(json.dumps(config_dict(config)))  # tuples compare as the lists JSON gives back
     then = manifest["config"]
     compare = keys or tuple(k for k in now if k not in ("run_dir", "extra"))
-    diff = {k: (then.get(k), now.get(k)) for k in compare if then.get(k) != now.get(k)}
+    defaults = json.loads(json.dumps(config_dict(type(config)()))) if dataclasses.is_dataclass(config) else {}
+    # a field added to the config after that run matches when it is still at its default
+    diff = {k: (then.get(k), now.get(k)) for k in compare
+            if (then[k] if k in then else defaults.get(k)) != now.get(k)}
     if diff:
         raise StageConfigMismatch(
             f"{directory} holds a finished run with another config {diff} (then, now). "

@@ -7,7 +7,9 @@ From the rollouts (stage 02) and step rewards (stage 03) of the training tasks i
   next action, then the expert's continuation; rejected = the agent's greedy continuation;
 * D_e ``explored.json``: the agent's own successful greedy episodes (j = 0) close to the expert's (nDTW filter);
 * D_s ``expert_sub.json``: expert sub-trajectories where the expert action's step reward beats the explored one
-  and the explored continuation failed (j ≥ 2), and ``traj_pairs.json``: full expert vs failed explored episodes.
+  and the explored continuation failed (j ≥ 2), and ``traj_pairs.json``: full expert vs failed explored episodes;
+* ``rft.json`` for the RFT baseline (not part of STeCa's data): every explored task's expert trajectory plus each
+  distinct successful greedy explored episode, from any branch point (expert prefix, then the agent's own turns).
 
 ``train_pairs.json`` joins them (ids reset). Each sample's ``meta`` says which set, task, step and rule made it.
 A calibrated trajectory continues with the expert's recorded turns, as in the official code. After a detour those
@@ -38,6 +40,8 @@ STAGE = "04_calibration"
 #: reports ``expert_success`` = 1.0 per split).
 EXPERT_REWARD = 1.0
 SETS = ("calibrated", "explored", "expert_sub", "traj_pairs")
+#: Sets written beside STeCa's, for baselines.
+BASELINE_SETS = ("rft",)
 
 
 @dataclass
@@ -206,6 +210,31 @@ class SetBuilder:
                                                              "step": 0}))
         return out
 
+    def rft(self, rows: list[dict]) -> list[dict]:
+        """Expert trajectories of the explored tasks plus the distinct successful greedy explored episodes
+        (chosen only: RFT is SFT on successes)."""
+        out, seen = [], set()
+        for task_id in sorted({r["task_id"] for r in rows}):
+            expert = self.expert_turns(task_id)
+            out.append(_success(expert, {"task_id": task_id, "family": self.paths[task_id].task.goal.family,
+                                         "step": None, "source": "expert"}))
+            seen.add(json.dumps(expert))
+        for r in rows:
+            if r["greedy_success"]:
+                conv = self.branch(r)[0]
+                if json.dumps(conv) not in seen:
+                    seen.add(json.dumps(conv))
+                    out.append(_success(conv, {"task_id": r["task_id"], "family": r["family"], "step": r["step"],
+                                               "source": "explored"}))
+        return out
+
+
+def _success(turns: list[dict], meta: dict) -> dict:
+    """A successful trajectory as an SFT sample: prompt = instruction, ``OK`` and the task; chosen = the rest."""
+    t = turn_index(0)
+    return {"id": "", "prompt": turns[:t], "chosen": strip_final_observation(turns[t:]), "rejected": [],
+            "deviation": 0.0, "reward": 1.0, "meta": {"set": "rft", **meta}}
+
 
 def action_similarity(rows: list[dict], embedder: Embedder) -> dict[tuple[str, int], float]:
     """Cosine of expert and explored action for every row where they differ (1 where they are equal)."""
@@ -246,27 +275,29 @@ def run_calibration_stage(cfg: CalibrationConfig) -> dict:
         funnel.append(("expert continuation still valid after â (replayed)", len(calibrated)))
     explored, successes = builder.explored(rows)
     sets = {"calibrated": calibrated, "explored": explored, "expert_sub": builder.expert_sub(rows),
-            "traj_pairs": builder.traj_pairs(rows)}
+            "traj_pairs": builder.traj_pairs(rows), "rft": builder.rft(rows)}
     merged = []
-    for name in SETS:
+    for name in SETS + BASELINE_SETS:
         for i, sample in enumerate(sets[name]):
             sample["id"] = f"{name}-{i}"
         write_json_atomic(sets[name], out / f"{name}.json")
-        merged += [{**s, "id": str(len(merged) + i)} for i, s in enumerate(sets[name])]
+        if name in SETS:
+            merged += [{**s, "id": str(len(merged) + i)} for i, s in enumerate(sets[name])]
     write_json_atomic(merged, out / "train_pairs.json")
     summary = {
         "rule": cfg.rule, "embedder": embedder.name, "reflector": reflector.name, "reflector_calls": calls,
         "tasks": len(tasks), "funnel": [{"check": name, "count": n} for name, n in funnel],
         "explored_successes_before_filter": successes, "dropped_invalid_suffix": dropped,
         "sizes": {name: len(s) for name, s in sets.items()}, "train_pairs": len(merged),
-        "by_family": {name: count_by([s["meta"] for s in sets[name]]) for name in SETS},
+        "by_family": {name: count_by([s["meta"] for s in sets[name]]) for name in SETS + BASELINE_SETS},
     }
     write_manifest(out, f"{STAGE}/{cfg.label}", cfg, summary, started, inputs)
     return summary
 
 
 def load_set(run_dir: Path, name: str = "train_pairs", label: str = "main") -> list[dict]:
-    """A set written by stage 04 (``calibrated``, ``explored``, ``expert_sub``, ``traj_pairs`` or ``train_pairs``)."""
+    """A set written by stage 04 (``calibrated``, ``explored``, ``expert_sub``, ``traj_pairs``, ``rft`` or
+    ``train_pairs``)."""
     return json.loads((Path(run_dir) / STAGE / label / f"{name}.json").read_text())
 
 

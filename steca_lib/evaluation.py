@@ -31,7 +31,7 @@ class EvalConfig(RunFolder):
     """How to evaluate one model on the test splits."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
-        "smoke": {"max_new_tokens": 64, "batch_size": 18, "max_steps": 8},
+        "smoke": {"max_new_tokens": 32, "batch_size": 18, "max_steps": 8},
         "cpu": {"max_new_tokens": 128, "batch_size": 48},
         "cpu-llm": {"max_new_tokens": 128, "batch_size": 16},
         "paper": {"max_new_tokens": 512, "batch_size": 64, "icl_num": 1, "dtype": "bfloat16"},
@@ -91,12 +91,12 @@ def task_episode(task: Task, max_steps: int, icl: list[dict]) -> Episode:
                    meta={"split": task.split, "family": task.goal.family, "game_file": task.game_file})
 
 
-def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfig, out_file: Path,
-                   icl: list[dict]) -> list[dict]:
-    """Play every task not yet in ``out_file`` (JSONL, appended as episodes finish); return all records."""
+def play_and_record(episodes: dict[str, Episode], backend: GenerationBackend, cfg: EvalConfig, out_file: Path,
+                    n_icl: int = 0, desc: str = "") -> list[dict]:
+    """Play every episode whose key is not yet in ``out_file`` (JSONL, appended as episodes finish), then return
+    the records of all ``episodes`` in their order. In-context example turns are left out of the records."""
     done_ids = {r["id"] for r in recover_jsonl(out_file)}
-    todo = [t for t in tasks if t.task_id not in done_ids]
-    n_icl = len(icl)
+    todo = [ep for key, ep in episodes.items() if key not in done_ids]
 
     with out_file.open("a", encoding="utf-8") as f:
         def save(ep: Episode) -> None:
@@ -104,11 +104,18 @@ def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfi
             rec["conversations"] = rec["conversations"][:2] + rec["conversations"][2 + n_icl:]  # drop ICL turns
             append_jsonl(f, rec)
 
-        run_episodes((task_episode(t, cfg.max_steps, icl) for t in todo), backend, cfg.sampling(),
-                     cfg.batch_size, on_finish=save, total=len(todo), desc=f"eval {out_file.stem}")
-    order = {t.task_id: i for i, t in enumerate(tasks)}
+        run_episodes(todo, backend, cfg.sampling(), cfg.batch_size, on_finish=save, total=len(todo),
+                     desc=desc or f"eval {out_file.stem}")
+    order = {key: i for i, key in enumerate(episodes)}
     records = [r for r in read_jsonl(out_file) if r["id"] in order]
     return sorted(records, key=lambda r: order[r["id"]])
+
+
+def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfig, out_file: Path,
+                   icl: list[dict]) -> list[dict]:
+    """Play every task of a split from its start (resuming ``out_file``); return all records in task order."""
+    return play_and_record({t.task_id: task_episode(t, cfg.max_steps, icl) for t in tasks}, backend, cfg, out_file,
+                           len(icl))
 
 
 def summarize(records: list[dict], n_bootstrap: int = 10_000, seed: int = 0) -> dict:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
+from steca_lib.artifacts import finished_summary, load_manifest, stage_dir, write_manifest
 from steca_lib.config import EnvironmentConfig
 from steca_lib.data import load_trajectories, read_jsonl, save_trajectories, write_jsonl_atomic
 from steca_lib.envs.household import HouseholdEnv, HouseholdExpert, Task
-from steca_lib.envs.household.generator import generate_task_counted
+from steca_lib.envs.household.generator import generate_split, generate_task_counted
 from steca_lib.envs.household.world import intro_text
 from steca_lib.prompts import INSTRUCTION, observation_turn, react_turn
 
@@ -83,8 +83,19 @@ def summarize_expert(rows: list[dict]) -> dict:
     return summary
 
 
+#: Size of the ``dev`` split: tasks drawn like ``seen`` ones (training floorplans and goal combinations) after the
+#: seen split's indices, for choosing settings without looking at the test splits.
+DEV_TASKS = 60
+
+
 def load_tasks(run_dir: Path, split: str) -> list[Task]:
-    """The tasks of a split written by this stage."""
+    """The tasks of a split written by this stage; ``dev`` is generated on demand from the stage's world spec."""
+    if split == "dev":
+        manifest = load_manifest(Path(run_dir) / STAGE)
+        if manifest is None:
+            raise FileNotFoundError(f"stage {STAGE} has not finished in {run_dir}")
+        cfg = EnvironmentConfig(**manifest["config"])
+        return generate_split(cfg.world_spec(), "seen", DEV_TASKS, start=cfg.n_seen)
     return [Task.from_dict(d) for d in read_jsonl(Path(run_dir) / STAGE / f"tasks_{split}.jsonl")]
 
 

@@ -73,10 +73,12 @@ def loss_curve(history: list[dict], title: str = "SFT loss (assistant tokens)",
     return fig
 
 
-def success_with_ci(results: dict[str, dict], splits=("seen", "unseen"), title: str = "Success rate (95% CI)"):
-    """Grouped bars of success per agent and split, with bootstrap CI whiskers.
+def success_with_ci(results: dict[str, dict], splits=("seen", "unseen"), title: str = "Success rate (95% CI)",
+                    reference: dict[str, tuple] | None = None, reference_label: str = "paper (ALFWorld)"):
+    """Grouped bars of success per agent and split, with CI whiskers.
 
-    ``results`` maps an agent label to its evaluation summary (``{split: {success, ci_low, ci_high}}``).
+    ``results`` maps an agent label to its summary (``{split: {success, ci_low, ci_high}}``); ``reference`` maps a
+    label to published success (%) per split (None where unknown), drawn as open diamonds.
     """
     import numpy as np
 
@@ -91,7 +93,13 @@ def success_with_ci(results: dict[str, dict], splits=("seen", "unseen"), title: 
         ax.bar(x, mean, width, yerr=[low, high], capsize=3, label=split)
         for xi, m in zip(x, mean):
             ax.text(xi, m + 1, f"{m:.0f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(labels)), labels)
+        ref = [(xi, (reference or {}).get(lab, (None,) * len(splits))[k]) for xi, lab in zip(x, labels)]
+        ref = [(xi, v) for xi, v in ref if v is not None]
+        if ref:
+            ax.scatter(*zip(*ref), marker="D", facecolors="none", edgecolors="k", zorder=3,
+                       label=reference_label if k == 0 else None)
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0,
+                  ha="right" if len(labels) > 4 else "center")
     ax.set(ylabel="success (%)", ylim=(0, 105), title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -193,5 +201,24 @@ def deviation_and_weights(sets: dict[str, list[dict]]):
     axes[1].set(xlabel="sample weight (1 ± k·dev)", title="Weights in reinforced training")
     for ax in axes:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def breakdown_heatmap(table: dict[str, dict[str, tuple[float, int]]], order: list[str] | None = None,
+                      title: str = "", xlabel: str = ""):
+    """Success (%) per method (rows) and group (columns) with the episode count in each cell."""
+    import numpy as np
+
+    methods = list(table)
+    groups = order or sorted({g for row in table.values() for g in row})
+    values = np.array([[100 * table[m][g][0] if g in table[m] else np.nan for g in groups] for m in methods])
+    counts = [[table[m][g][1] if g in table[m] else 0 for g in groups] for m in methods]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.3 * len(groups), 0.9 + 0.45 * len(methods)))
+    sns.heatmap(values, annot=[[f"{v:.0f}\n(n={n})" if n else "" for v, n in zip(vr, nr)]
+                               for vr, nr in zip(values, counts)], fmt="", cmap="viridis", vmin=0, vmax=100,
+                xticklabels=[FAMILY_LABELS.get(g, g) for g in groups], yticklabels=methods, ax=ax,
+                cbar_kws={"label": "success (%)"}, annot_kws={"fontsize": 7})
+    ax.set(title=title, xlabel=xlabel)
     fig.tight_layout()
     return fig

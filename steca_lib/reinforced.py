@@ -13,7 +13,9 @@ averaged over the batch, where log π sums over the agent's tokens of ``chosen``
 * ``wo-rt``: β = 0 and every weight 1, plain SFT on the collected data (the "w/o reinforced training" row);
 * ``ipr``: IPR's loss (DPO β = 0.1 + SFT, weights 1) on its pairs: expert vs explored sub-trajectories ranked by
   same-step MC reward, and full trajectory pairs;
-* ``eto``: ETO's loss (DPO β = 0.1, no SFT term, weights 1) on full expert-vs-failure trajectory pairs.
+* ``eto``: ETO's loss (DPO β = 0.1, no SFT term, weights 1) on full expert-vs-failure trajectory pairs;
+* ``rft``: rejection-sampling fine-tuning, plain SFT on the expert trajectories plus the agent's successful
+  explorations (stage 04's ``rft`` set).
 
 ``ipr`` and ``eto`` are one iteration of those baselines on this run's exploration; the published methods iterate
 (re-explore with the new model, 3 rounds for ETO, up to 6 for IPR).
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
-from steca_lib.calibration import SETS, load_set
+from steca_lib.calibration import BASELINE_SETS, SETS, load_set
 from steca_lib.config import RunFolder
 from steca_lib.data import chat_messages, write_jsonl_atomic
 from steca_lib.sft import device_settings
@@ -45,8 +47,13 @@ VARIANTS = {
     "wo-rt": {"beta": 0.0, "sft": 1.0, "weighted": False, "sets": SETS},
     "ipr": {"beta": 0.1, "sft": 1.0, "weighted": False, "sets": ("expert_sub", "traj_pairs")},
     "eto": {"beta": 0.1, "sft": 0.0, "weighted": False, "sets": ("traj_pairs",)},
+    "rft": {"beta": 0.0, "sft": 1.0, "weighted": False, "sets": ("rft",)},
 }
 IGNORE = -100
+
+
+class NoTrainingData(ValueError):
+    """The selected stage-04 sets are empty (e.g. no deviation in a small run)."""
 
 
 @dataclass
@@ -68,7 +75,7 @@ class ReinforcedConfig(RunFolder):
     run_dir: str = ""
     """Run folder; empty = runs/<profile>-seed<seed>."""
     variant: str = "steca"
-    """``steca``, ``sft+dpo``, ``wo-rt``, or the baselines ``ipr`` and ``eto`` (see the module docstring)."""
+    """``steca``, ``sft+dpo``, ``wo-rt``, or the baselines ``rft``, ``ipr`` and ``eto`` (module docstring)."""
     beta: float | None = None
     """DPO strength; None = the variant's (0 or 0.1)."""
     sets: tuple[str, ...] | None = None
@@ -106,9 +113,9 @@ class ReinforcedConfig(RunFolder):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant]["sets"]
-        unknown = set(self.sets) - set(SETS)
+        unknown = set(self.sets) - set(SETS + BASELINE_SETS)
         if unknown or not self.sets:
-            raise ValueError(f"sets must be a non-empty subset of {SETS}, got {self.sets}")
+            raise ValueError(f"sets must be a non-empty subset of {SETS + BASELINE_SETS}, got {self.sets}")
 
     @property
     def effective_beta(self) -> float:
@@ -256,7 +263,7 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
     tokenizer = load_tokenizer(init)
     rows = training_rows(cfg, tokenizer)
     if not rows:
-        raise ValueError(f"no training samples in sets {cfg.sets}; see the stage-04 funnel")
+        raise NoTrainingData(f"no training samples in sets {cfg.sets}; see the stage-04 funnel")
     model = load_model(init)
     beta = cfg.effective_beta
     sides = ("chosen", "rejected") if beta > 0 else ("chosen",)

@@ -140,10 +140,11 @@ def first_action(messages: list[dict], step: int) -> str | None:
     return parse_react_action(messages[turn]["content"]) if len(messages) > turn else None
 
 
-def expert_paths(run_dir: Path, n_tasks: int | None) -> list[ExpertPath]:
-    tasks = {t.task_id: t for t in load_tasks(run_dir, "train")}
+def expert_paths(run_dir: Path, n_tasks: int | None, split: str = "train") -> list[ExpertPath]:
+    """The first ``n_tasks`` expert trajectories of a split (None = all) with their tasks and parsed actions."""
+    tasks = {t.task_id: t for t in load_tasks(run_dir, split)}
     paths = []
-    for rec in load_expert(run_dir)[:n_tasks]:
+    for rec in load_expert(run_dir, split)[:n_tasks]:
         messages = chat_messages(rec["conversations"])
         actions = [parse_react_action(m["content"]) for m in messages[3::2]]
         paths.append(ExpertPath(tasks[rec["id"]], messages, actions))

@@ -23,9 +23,10 @@ RECEPS = re.compile(r"you see (.*)\.\n", re.S)
 class ScriptedBackend:
     def __init__(self, run_dir, mistake_rate: float = 0.3):
         self.expert = {}
-        for rec in load_expert(run_dir):
-            msgs = chat_messages(rec["conversations"])
-            self.expert[msgs[2]["content"]] = [parse_react_action(m["content"]) for m in msgs[3::2]]
+        for split in ("train", "seen", "unseen"):
+            for rec in load_expert(run_dir, split):
+                msgs = chat_messages(rec["conversations"])
+                self.expert[msgs[2]["content"]] = [parse_react_action(m["content"]) for m in msgs[3::2]]
         self.rate = mistake_rate
         self.calls = 0
 

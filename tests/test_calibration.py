@@ -229,7 +229,7 @@ def test_stage_writes_every_set_in_the_training_schema(scripted_run, tmp_path, r
     if rule == "code":
         assert all(summary["sizes"][s] >= 1 for s in SETS)
     merged = load_set(run)
-    assert len(merged) == summary["train_pairs"] == sum(summary["sizes"].values())
+    assert len(merged) == summary["train_pairs"] == sum(summary["sizes"][s] for s in SETS)
     assert [m["id"] for m in merged] == [str(i) for i in range(len(merged))]
     for sample in merged:
         assert set(sample) == {"id", "prompt", "chosen", "rejected", "deviation", "reward", "meta"}
@@ -246,6 +246,14 @@ def test_stage_writes_every_set_in_the_training_schema(scripted_run, tmp_path, r
         assert sample["prompt"][-2]["value"].split("Action: ")[-1] != expert_action
     for sample in load_set(run, "explored"):
         assert sample["deviation"] < cfg.explored_max_deviation
+    rft = load_set(run, "rft")  # RFT: one expert trajectory per explored task, then distinct explored successes
+    experts = [s for s in rft if s["meta"]["source"] == "expert"]
+    assert len(experts) == summary["tasks"] and len(rft) > len(experts)
+    assert len({json.dumps(s["prompt"] + s["chosen"]) for s in rft}) == len(rft)
+    for sample in rft:
+        assert len(sample["prompt"]) == 3 and sample["rejected"] == []
+        assert_turns_alternate(sample["chosen"], "gpt")
+        assert sample["chosen"][-1]["from"] == "gpt"
     # a second call skips; a recomputation gives the same sets (the rule reflector is deterministic, not cached)
     assert run_calibration_stage(cfg) == summary
     (run / "04_calibration" / "main" / "manifest.json").unlink()

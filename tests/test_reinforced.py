@@ -104,14 +104,14 @@ def test_labels_cover_only_the_chosen_agent_turns(trained_run):
     assert "Observation" not in labelled
 
 
-@pytest.mark.parametrize("variant", ["steca", "sft+dpo", "wo-rt", "ipr", "eto"])
+@pytest.mark.parametrize("variant", ["steca", "sft+dpo", "wo-rt", "ipr", "eto", "rft"])
 def test_every_variant_trains_end_to_end(trained_run, variant):
     cfg = config_from_params(ReinforcedConfig, "smoke", run_dir=str(trained_run), variant=variant)
     summary = run_reinforced_stage(cfg)
     assert summary["samples"] == sum(len(load_set(trained_run, s)) for s in cfg.sets) and summary["steps"] >= 1
     assert set(summary["by_set"]) == set(VARIANTS[variant]["sets"])
-    assert summary["beta"] == (0.0 if variant in ("steca", "wo-rt") else 0.1)
-    assert (summary["weights_mean"] == 1.0) == (variant in ("wo-rt", "ipr", "eto"))
+    assert summary["beta"] == (0.0 if variant in ("steca", "wo-rt", "rft") else 0.1)
+    assert (summary["weights_mean"] == 1.0) == (variant in ("wo-rt", "ipr", "eto", "rft"))
     assert (trained_run / "05_reinforced" / variant / "model" / "config.json").exists()
     assert run_reinforced_stage(cfg) == summary  # finished: skipped
 
@@ -122,3 +122,23 @@ def test_ablation_drops_a_set(trained_run):
     assert cfg.name == "steca-no-explored"
     with pytest.raises(ValueError, match="subset"):
         config_from_params(ReinforcedConfig, "smoke", sets=("calibrated", "bogus"))
+
+
+def test_iterated_baseline_explores_again_with_its_newest_model(trained_run):
+    from scripted import ScriptedBackend
+
+    from steca_lib.artifacts import load_manifest, model_inputs
+    from steca_lib.iteration import iterate
+
+    explorer = ScriptedBackend(trained_run)
+    rounds = iterate("smoke", 0, str(trained_run), "eto", 2, explorer=explorer)
+    first, second = rounds
+    round2 = trained_run / "iterations" / "eto" / "round-2"
+    assert first["model_dir"] == str(trained_run / "05_reinforced" / "eto" / "model")
+    assert second["model_dir"] == str(round2 / "05_reinforced" / "eto" / "model") and second["samples"] >= 1
+    # round 2 explored with round 1's model and trained from it (also its DPO reference)
+    assert load_manifest(round2 / "02_rollouts")["inputs"] == model_inputs(first["model_dir"])
+    assert load_manifest(round2 / "05_reinforced" / "eto")["config"]["init_model"] == first["model_dir"]
+    assert (round2 / "00_environment").resolve() == (trained_run / "00_environment").resolve()
+    calls = explorer.calls
+    assert iterate("smoke", 0, str(trained_run), "eto", 2, explorer=explorer) == rounds and explorer.calls == calls

@@ -36,6 +36,15 @@ def test_stage_writes_artifacts_and_skips_on_rerun(tmp_path):
     other = config_from_params(EnvironmentConfig, "smoke", n_train=13, run_dir=str(tmp_path))
     with pytest.raises(StageConfigMismatch, match="n_train"):
         run_environment_stage(other)
+    # a run made before a field existed: it matches while the new field is at its default, not otherwise
+    del manifest["config"]["noise"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert run_environment_stage(cfg) == summary
+    with pytest.raises(StageConfigMismatch, match="noise"):
+        run_environment_stage(config_from_params(EnvironmentConfig, "smoke", n_train=12, n_seen=6, n_unseen=6,
+                                                 noise=0.3, run_dir=str(tmp_path)))
+    dev = load_tasks(tmp_path, "dev")  # generated on demand like seen tasks, after the seen split's indices
+    assert len(dev) == 60 and dev[0].task_id == "seen_6"
 
 
 def test_interrupted_stage_is_redone(tmp_path):

@@ -1,0 +1,304 @@
+"""Stage 06: train and evaluate every method and ablation of a run, then compare them over seeds.
+
+Methods are the paper's Table 1 rows that the kit can run (SFT, RFT, ETO, IPR, STeCa data with SFT+DPO, STeCa
+without reinforced training, STeCa); ablations are its Tables 3, 6 and 7 and the deviation-rule switch. Each one is
+a stage-04 configuration (when it needs other data) plus a stage-05 configuration, so results are cached per run
+folder and a rerun only evaluates what is missing. Tables pool the run folders of several seeds: mean success over
+seeds with a Student-t 95% interval (with one seed, the bootstrap interval over tasks), beside the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from steca_lib.artifacts import load_manifest
+from steca_lib.calibration import CalibrationConfig, run_calibration_stage
+from steca_lib.config import config_from_params, resolve_run_dir
+from steca_lib.data import read_jsonl, write_json_atomic
+from steca_lib.evaluation import EvalConfig, run_eval_stage
+from steca_lib.iteration import iterate
+from steca_lib.metrics import seed_ci
+from steca_lib.recovery import RecoveryConfig, run_recovery_stage
+from steca_lib.reinforced import NoTrainingData, ReinforcedConfig, run_reinforced_stage
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of the comparison: its label, the stage-04 overrides it needs (None: the run's main calibration), its
+    stage-05 overrides (None: the SFT model itself) and its rounds of re-exploration (see ``iteration``)."""
+
+    label: str
+    calibration: dict | None = None
+    training: dict | None = None
+    rounds: int = 1
+
+
+_D_S = ["expert_sub", "traj_pairs"]
+METHODS = {
+    "sft": Method("SFT"),
+    "rft": Method("RFT", training={"variant": "rft"}),
+    "eto": Method("ETO (1 iteration)", training={"variant": "eto"}),
+    "ipr": Method("IPR (1 iteration)", training={"variant": "ipr"}),
+    "sft+dpo": Method("STeCa data + SFT+DPO", training={"variant": "sft+dpo"}),
+    "wo-rt": Method("STeCa w/o reinforced training", training={"variant": "wo-rt"}),
+    "steca": Method("STeCa", training={"variant": "steca"}),
+    # iterated baselines: each extra round explores again (cpu: about 1.5 h per round), so they are opt-in there
+    "eto-3": Method("ETO (3 iterations)", training={"variant": "eto"}, rounds=3),
+    "ipr-3": Method("IPR (3 iterations)", training={"variant": "ipr"}, rounds=3),
+}
+ABLATIONS = {
+    "no-calibrated": Method("STeCa w/o D_c", training={"sets": ["explored", *_D_S]}),
+    "no-explored": Method("STeCa w/o D_e", training={"sets": ["calibrated", *_D_S]}),
+    "no-expert_sub": Method("STeCa w/o D_s", training={"sets": ["calibrated", "explored"]}),
+    "self-reflection": Method("STeCa, reflection by the agent itself", {"label": "self", "reflector": "self"},
+                              {"calibration": "self"}),
+    **{f"paper-rule{d:+g}": Method(f"STeCa, paper rule δ = {d:g}", {"label": f"paper{d:+g}", "rule": "paper",
+                                                                  "delta": d}, {"calibration": f"paper{d:+g}"})
+       for d in (0.0, -0.01, 0.05, 0.1)},
+}
+#: Ablations notebook 06 runs when its ``ablations`` parameter is None: all of them, except in the smoke profile
+#: (CI), which runs two that exercise both kinds (another training set; another calibration).
+DEFAULT_ABLATIONS = {"smoke": ["no-calibrated", "self-reflection"]}
+
+
+def default_ablations(profile: str) -> list[str]:
+    return DEFAULT_ABLATIONS.get(profile, list(ABLATIONS))
+
+
+#: The paper's ALFWorld success (%) seen / unseen, Llama-2-7B-Chat (Tables 1 and 3); None = not published.
+PAPER_ALFWORLD = {"ipr": (70.3, 74.7), "ipr-3": (70.3, 74.7), "steca": (74.3, 76.1),
+                  "self-reflection": (71.4, 73.3)}
+#: The paper's average over VirtualHome and ALFWorld seen/unseen (Table 1), where that is all it gives.
+PAPER_AVERAGE = {"sft": 63.3, "ipr": 68.6, "ipr-3": 68.6, "sft+dpo": 70.0, "wo-rt": 69.6, "steca": 70.9}
+SPLITS = ("seen", "unseen")
+
+
+def method(key: str) -> Method:
+    if key in METHODS:
+        return METHODS[key]
+    if key in ABLATIONS:
+        return ABLATIONS[key]
+    raise KeyError(f"unknown method {key!r}; methods: {sorted(METHODS)}, ablations: {sorted(ABLATIONS)}")
+
+
+def reinforced_config(profile: str, seed: int, run_dir: str, key: str) -> ReinforcedConfig | None:
+    """The stage-05 config of a method (ablations train STeCa), or None for SFT."""
+    m = method(key)
+    if m.training is None:
+        return None
+    return config_from_params(ReinforcedConfig, profile, seed=seed, run_dir=run_dir,
+                              **{"variant": "steca", **m.training})
+
+
+def eval_label(run: Path, key: str, profile: str) -> str:
+    """The folder name of a method's evaluation: ``sft``, the stage-05 model's name, plus ``-r<k>`` when iterated."""
+    cfg = reinforced_config(profile, 0, str(run), key)
+    if cfg is None:
+        return "sft"
+    rounds = method(key).rounds
+    return cfg.name + (f"-r{rounds}" if rounds > 1 else "")
+
+
+def eval_folder(run: Path, key: str, profile: str) -> Path:
+    """Where a method's evaluation of run ``run`` lives."""
+    label = eval_label(run, key, profile)
+    return Path(run) / ("01_eval" if label == "sft" else "05_eval") / label
+
+
+def run_method(profile: str, seed: int, run_dir: str, key: str, recovery: bool = False) -> dict:
+    """Make a method's data and model if missing, evaluate it on the test splits and, with ``recovery``, on the
+    deviated-history cases. A method without training data (e.g. an empty set in a small run) is reported as
+    skipped with the reason."""
+    m = method(key)
+    base = {"profile": profile, "seed": seed, "run_dir": run_dir}
+    if m.calibration is not None:
+        run_calibration_stage(config_from_params(CalibrationConfig, **base, **m.calibration))
+    rcfg = reinforced_config(profile, seed, run_dir, key)
+    result = {"key": key, "label": m.label, "train": None}
+    label = eval_label(resolve_run_dir(run_dir, profile, seed), key, profile)
+    if rcfg is None:
+        model, stage = "", "01_eval"
+    else:
+        try:
+            result["train"] = (iterate(profile, seed, run_dir, rcfg.variant, m.rounds)[-1] if m.rounds > 1
+                               else run_reinforced_stage(rcfg))
+        except NoTrainingData as err:
+            return {**result, "skipped": str(err)}
+        model, stage = result["train"]["model_dir"], "05_eval"
+    result["eval"] = run_eval_stage(config_from_params(EvalConfig, **base, label=label, model_dir=model), stage=stage)
+    if recovery:
+        result["recovery"] = run_recovery_stage(config_from_params(RecoveryConfig, **base, label=label,
+                                                                   model_dir=model))
+    return result
+
+
+def prepare_run(profile: str, seed: int, run_dir: str) -> None:
+    """Stages 00–04 of a run with the profile's settings (each returns at once when already done)."""
+    from steca_lib.config import EnvironmentConfig
+    from steca_lib.expert_data import run_environment_stage
+    from steca_lib.rollouts import RolloutConfig, run_rollouts
+    from steca_lib.sft import SFTStageConfig, run_sft_stage
+    from steca_lib.step_rewards import StepRewardConfig, run_step_reward_stage
+
+    for stage_cfg, run in ((EnvironmentConfig, run_environment_stage), (SFTStageConfig, run_sft_stage),
+                           (RolloutConfig, run_rollouts), (StepRewardConfig, run_step_reward_stage),
+                           (CalibrationConfig, run_calibration_stage)):
+        run(config_from_params(stage_cfg, profile, seed=seed, run_dir=run_dir))
+
+
+def verdict(rows: list[dict], ours: str = "steca") -> list[str]:
+    """Plain sentences: for each other method and split, STeCa's difference and whether the 95% intervals
+    overlap (overlap = no clear difference at this sample size)."""
+    by_key = {r["key"]: r for r in rows}
+    if ours not in by_key:
+        return []
+    out = []
+    for r in rows:
+        if r["key"] == ours:
+            continue
+        for split in SPLITS:
+            a, b = by_key[ours][split], r[split]
+            diff = 100 * (a["success"] - b["success"])
+            overlap = not (a["ci_low"] > b["ci_high"] or b["ci_low"] > a["ci_high"])
+            gap = f"{abs(diff):4.1f} points {'above' if diff > 0 else 'below'}" if round(diff, 1) else "equal to"
+            out.append(f"{split:>6}: STeCa is {gap} {r['method']}"
+                       + (" (intervals overlap: not a clear difference)" if overlap else " (intervals do not overlap)"))
+    return out
+
+
+def sibling_runs(run: Path, profile: str) -> list[Path]:
+    """The run folders of every seed of this profile next to ``run`` (``<profile>-seed<k>``), ``run`` included."""
+    run = Path(run)
+    found = {p.resolve() for p in run.parent.glob(f"{profile}-seed*") if p.is_dir()} | {run.resolve()}
+    return sorted(found)
+
+
+def _summaries(runs: list[Path], key: str, profile: str, stage: str) -> list[dict]:
+    out = []
+    for run in runs:
+        folder = eval_folder(run, key, profile)
+        if stage == "06_recovery":
+            folder = Path(run) / "06_recovery" / folder.name
+        manifest = load_manifest(folder)
+        if manifest and manifest.get("status") == "complete":
+            out.append(manifest["summary"])
+    return out
+
+
+def _cell(summaries: list[dict], split: str) -> dict:
+    values = [s[split]["success"] for s in summaries]
+    if len(values) == 1:
+        s = summaries[0][split]
+        return {"success": s["success"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "ci": "tasks (bootstrap)"}
+    mean, low, high = seed_ci(values)
+    return {"success": mean, "ci_low": low, "ci_high": high, "ci": f"{len(values)} seeds (t)"}
+
+
+def comparison_rows(runs: list[Path], keys: list[str], profile: str, stage: str = "eval") -> list[dict]:
+    """One row per method with results: label, seeds, per-split success and 95% CI, and the paper's numbers."""
+    rows = []
+    for key in keys:
+        summaries = _summaries(runs, key, profile, stage)
+        if not summaries:
+            continue
+        paper = PAPER_ALFWORLD.get(key, (None, None))
+        row = {"key": key, "method": method(key).label, "seeds": len(summaries)}
+        for split, published in zip(SPLITS, paper):
+            row[split] = _cell(summaries, split)
+            row[f"paper_{split}"] = published if stage == "eval" else None
+        row["paper_average"] = PAPER_AVERAGE.get(key) if stage == "eval" else None
+        rows.append(row)
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.1f}"
+
+
+def markdown_table(rows: list[dict], paper: bool = True) -> str:
+    """The comparison as a Markdown table (success % with its 95% interval; the paper's ALFWorld numbers)."""
+    head = ["Method", "Seeds", "Seen", "Unseen"] + (["Paper ALFWorld seen", "unseen", "Paper avg"] if paper else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], str(r["seeds"])]
+        for split in SPLITS:
+            c = r[split]
+            cells.append(f"{_pct(c['success'])} [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]")
+        if paper:
+            cells += [("—" if r[f"paper_{s}"] is None else f"{r[f'paper_{s}']:.1f}") for s in SPLITS]
+            cells.append("—" if r["paper_average"] is None else f"{r['paper_average']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Flat CSV of comparison rows (one line per method and split)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "split", "seeds", "success", "ci_low", "ci_high", "ci", "paper"])
+        for r in rows:
+            for split in SPLITS:
+                c = r[split]
+                w.writerow([r["method"], split, r["seeds"], c["success"], c["ci_low"], c["ci_high"], c["ci"],
+                            r[f"paper_{split}"]])
+
+
+def episode_records(runs: list[Path], key: str, profile: str) -> list[dict]:
+    """Every test episode of a method over the given runs, tagged with the run and the expert's length."""
+    out = []
+    for run in runs:
+        folder = eval_folder(run, key, profile)
+        if not (folder / "manifest.json").exists():
+            continue
+        steps = {r["task_id"]: r["steps"] for r in read_jsonl(Path(run) / "00_environment" / "expert_stats.jsonl")}
+        for split in SPLITS:
+            for r in read_jsonl(folder / f"{split}.jsonl"):
+                out.append({"run": Path(run).name, "split": split, "family": r["family"],
+                            "expert_steps": steps[r["id"]], "success": bool(r["meta"]["success"])})
+    return out
+
+
+LENGTH_BINS = (("≤ 7", 0, 7), ("8–13", 8, 13), ("> 13", 14, 10_000))
+
+
+def breakdown(runs: list[Path], keys: list[str], profile: str, by: str) -> dict[str, dict[str, tuple[float, int]]]:
+    """Success and episode count per method and group, pooled over runs and both test splits; ``by`` is
+    ``family`` or ``length`` (the expert's steps, in the paper's Table 9 bins)."""
+    table = {}
+    for key in keys:
+        records = episode_records(runs, key, profile)
+        if not records:
+            continue
+        groups: dict[str, list[bool]] = {}
+        for r in records:
+            if by == "length":
+                g = next(name for name, lo, hi in LENGTH_BINS if lo <= r["expert_steps"] <= hi)
+            else:
+                g = r[by]
+            groups.setdefault(g, []).append(r["success"])
+        table[method(key).label] = {g: (sum(v) / len(v), len(v)) for g, v in groups.items()}
+    return table
+
+
+def write_report(runs: list[Path], keys: list[str], ablations: list[str], profile: str, out: Path) -> str:
+    """``results.md`` (main table, ablations, recovery) and ``results.csv`` in ``out``; returns the Markdown."""
+    main = comparison_rows(runs, keys, profile)
+    parts = ["**Main table** (success %, 95% CI; ALFWorld-paper numbers for reference, not comparable in scale):",
+             "", markdown_table(main)]
+    abl = comparison_rows(runs, ["steca", *ablations], profile)
+    if len(abl) > 1:
+        parts += ["", "**Ablations** (STeCa first):", "", markdown_table(abl)]
+    rec = comparison_rows(runs, keys, profile, stage="06_recovery")
+    if rec:
+        parts += ["", "**Continuing after a deviated action** (the paper's Fig. 4; seen = calibrated training cases, "
+                  "unseen = detours in unseen tasks):", "", markdown_table(rec, paper=False)]
+    text = "\n".join(parts) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text)
+    write_csv(main + [r for r in abl if r["key"] != "steca"], out / "results.csv")
+    write_json_atomic({"runs": [str(r) for r in runs], "main": main, "ablations": abl, "recovery": rec},
+                      out / "results.json")
+    return text
