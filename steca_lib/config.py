@@ -100,6 +100,23 @@ class EnvironmentConfig(RunFolder):
         return {"train": self.n_train, "seen": self.n_seen, "unseen": self.n_unseen}
 
 
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings from a command line as a dict; values are read as JSON when they parse (``0.05``,
+    ``[]``, ``true``), else kept as text."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def stage_main(cls: type[C], run, description: str, argv: list[str] | None = None) -> int:
     """A stage's command line: ``--profile``, ``--seed``, ``--run-dir`` and ``--set field=value`` for any other
     config field (values are read as JSON when they parse, e.g. ``--set delta=0.05``, else as text)."""
@@ -113,15 +130,10 @@ def stage_main(cls: type[C], run, description: str, argv: list[str] | None = Non
     ap.add_argument("--run-dir", default="")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     args = ap.parse_args(argv)
-    params = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects FIELD=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
+    try:
+        params = parse_assignments(args.set)
+    except ValueError as err:
+        ap.error(f"--set: {err}")
     logging.basicConfig(level=logging.INFO)
     cfg = config_from_params(cls, args.profile, seed=args.seed, run_dir=args.run_dir, **params)
     print(json.dumps(run(cfg), indent=1, default=str))

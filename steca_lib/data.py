@@ -20,13 +20,15 @@ class DataFormatError(ValueError):
     """A trajectory file does not follow the expected schema; the message says where."""
 
 
-def _fail(path: Path, index: int, record: Any, field: str, problem: str) -> DataFormatError:
+def format_error(path: Path, index: int, record: Any, field: str, problem: str) -> DataFormatError:
+    """An error naming the file, the record (and its id) and the field."""
     rid = record.get("id", record.get("path")) if isinstance(record, dict) else None
     where = f"record {index}" + (f" (id={rid!r})" if rid is not None else "")
     return DataFormatError(f"{path}: {where}, field '{field}': {problem}")
 
 
-def _read_records(path: Path) -> list:
+def read_records(path: Path) -> list:
+    """The records of a JSON-list or JSONL file (a clear error when it is neither)."""
     if path.suffix == ".jsonl":
         return read_jsonl(path)
     text = path.read_text(encoding="utf-8")
@@ -39,21 +41,24 @@ def _read_records(path: Path) -> list:
     return data
 
 
-def normalize_turn(turn: Any, path: Path, index: int, record: Any, k: int) -> dict[str, str]:
-    """A turn as ``{"from", "value"}``, accepting the ``{"role", "content"}`` variant."""
-    field = f"conversations[{k}]"
+def normalize_turn(turn: Any, path: Path, index: int, record: Any, k: int,
+                   field_name: str = "conversations") -> dict[str, str]:
+    """Turn ``k`` of a record's ``field_name`` as ``{"from", "value"}``, accepting the ``{"role", "content"}``
+    variant."""
+    field = f"{field_name}[{k}]"
     if not isinstance(turn, dict):
-        raise _fail(path, index, record, field, f"expected an object, got {type(turn).__name__}")
+        raise format_error(path, index, record, field, f"expected an object, got {type(turn).__name__}")
     if "from" in turn:
         speaker, value, keys = turn["from"], turn.get("value"), ("from", "value")
     elif "role" in turn:
         speaker, value, keys = turn["role"], turn.get("content"), ("role", "content")
     else:
-        raise _fail(path, index, record, field, "needs 'from'/'value' or 'role'/'content'")
+        raise format_error(path, index, record, field, "needs 'from'/'value' or 'role'/'content'")
     if speaker not in ROLE_TO_FROM:
-        raise _fail(path, index, record, f"{field}.{keys[0]}", f"unknown speaker {speaker!r}")
+        raise format_error(path, index, record, f"{field}.{keys[0]}", f"unknown speaker {speaker!r}")
     if not isinstance(value, str):
-        raise _fail(path, index, record, f"{field}.{keys[1]}", f"expected a string, got {type(value).__name__}")
+        raise format_error(path, index, record, f"{field}.{keys[1]}",
+                           f"expected a string, got {type(value).__name__}")
     return {"from": ROLE_TO_FROM[speaker], "value": value}
 
 
@@ -72,17 +77,18 @@ def load_trajectories(path: str | os.PathLike) -> list[dict]:
     alternate human/gpt starting with the human instruction."""
     path = Path(path)
     out = []
-    for i, rec in enumerate(_read_records(path)):
+    for i, rec in enumerate(read_records(path)):
         if not isinstance(rec, dict):
-            raise _fail(path, i, rec, "<record>", f"expected an object, got {type(rec).__name__}")
+            raise format_error(path, i, rec, "<record>", f"expected an object, got {type(rec).__name__}")
         conv = rec.get("conversations")
         if not isinstance(conv, list) or not conv:
-            raise _fail(path, i, rec, "conversations", "missing or not a non-empty list")
+            raise format_error(path, i, rec, "conversations", "missing or not a non-empty list")
         turns = [normalize_turn(t, path, i, rec, k) for k, t in enumerate(conv)]
         for k, t in enumerate(turns):
             expected = "human" if k % 2 == 0 else "gpt"
             if t["from"] != expected:
-                raise _fail(path, i, rec, f"conversations[{k}]", f"expected a {expected} turn, got {t['from']}")
+                raise format_error(path, i, rec, f"conversations[{k}]",
+                                   f"expected a {expected} turn, got {t['from']}")
         out.append({**rec, "conversations": turns})
     return out
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from steca_lib.artifacts import package_versions
-from steca_lib.config import PROFILES, resolve_run_dir
+from steca_lib.config import PROFILES, parse_assignments, resolve_run_dir
 from steca_lib.data import write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,8 +32,9 @@ def notebooks(directory: Path = REPO / "notebooks") -> list[Path]:
 
 
 def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None = None,
-                  directory: Path = REPO / "notebooks") -> dict:
-    """Execute every stage notebook (of ``directory``) for one seed; returns the run's reproduction record."""
+                  directory: Path = REPO / "notebooks", params: dict | None = None) -> dict:
+    """Execute every stage notebook (of ``directory``) for one seed, with ``params`` added to the parameters of
+    each; returns the run's reproduction record."""
     import papermill as pm
 
     record_path = run_dir / "reproduction.json"
@@ -52,7 +53,8 @@ def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None
         started = time.time()
         try:
             pm.execute_notebook(str(nb), str(out), kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
-                                parameters={"profile": profile, "seed": seed, "run_dir": str(run_dir)})
+                                parameters={**(params or {}), "profile": profile, "seed": seed,
+                                            "run_dir": str(run_dir)})
         except Exception:
             record["stages"][nb.stem] = {"status": "failed", "wall_time_s": round(time.time() - started, 1),
                                          "executed_notebook": str(out)}
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=PROFILES, default="cpu")
     ap.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for cpu, 0 otherwise")
     ap.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 00 01 (default: all)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra notebook parameter (JSON value), e.g. --param 'ablations=[]'")
     ap.add_argument("--runs-dir", default="", help="parent folder of the run folders (default: runs/)")
     ap.add_argument("--no-figures", action="store_true", help="do not refresh figures/ and the README results")
     args = ap.parse_args(argv)
@@ -146,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         return resolve_run_dir(str(Path(args.runs_dir) / f"{args.profile}-seed{seed}") if args.runs_dir else "",
                                args.profile, seed).resolve()
 
+    try:
+        params = parse_assignments(args.param)
+    except ValueError as err:
+        ap.error(f"--param: {err}")
     seeds = args.seeds or DEFAULT_SEEDS.get(args.profile, [0])
     records = {}
     for seed in seeds:
-        records[seed] = run_notebooks(args.profile, seed, folder(seed), args.only)
+        records[seed] = run_notebooks(args.profile, seed, folder(seed), args.only, params=params)
         for name, st in records[seed]["stages"].items():
             log.info("seed %d  %-28s %-9s %7.1f s", seed, name, st["status"], st["wall_time_s"])
     last = folder(seeds[-1])

@@ -12,7 +12,7 @@ from scripted import ScriptedBackend
 from steca_lib import comparison, reproduce
 from steca_lib.artifacts import write_manifest
 from steca_lib.calibration import CalibrationConfig, load_set, run_calibration_stage
-from steca_lib.config import config_from_params
+from steca_lib.config import config_from_params, parse_assignments
 from steca_lib.data import write_jsonl_atomic
 from steca_lib.evaluation import EvalConfig
 from steca_lib.metrics import seed_ci
@@ -144,9 +144,10 @@ def test_readme_block_is_refreshed_and_nothing_else(tmp_path):
 def test_reproduction_skips_finished_notebooks_and_stops_at_a_failure(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    for name, src in (("00_ok", "open('done.txt', 'a').write(str(seed))"), ("01_fails", "raise RuntimeError('x')"),
+    for name, src in (("00_ok", "open('done.txt', 'a').write(f'{seed} {extra}')"),
+                      ("01_fails", "raise RuntimeError('x')"),
                       ("02_never", "open('never.txt', 'w')")):
-        params = nbformat.v4.new_code_cell("profile = 'smoke'\nseed = 0\nrun_dir = ''",
+        params = nbformat.v4.new_code_cell("profile = 'smoke'\nseed = 0\nrun_dir = ''\nextra = None",
                                            metadata={"tags": ["parameters"]})
         nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(src)],
                                       metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
@@ -154,11 +155,11 @@ def test_reproduction_skips_finished_notebooks_and_stops_at_a_failure(tmp_path):
         nbformat.write(nb, nbs / f"{name}.ipynb")
     run = tmp_path / "run"
     with pytest.raises(Exception, match="RuntimeError"):
-        reproduce.run_notebooks("smoke", 7, run, directory=nbs)
+        reproduce.run_notebooks("smoke", 7, run, directory=nbs, params=parse_assignments(["extra=[1]"]))
     record = json.loads((run / "reproduction.json").read_text())
     assert record["stages"]["00_ok"]["status"] == "complete" and record["stages"]["01_fails"]["status"] == "failed"
     assert (run / "notebooks" / "01_fails.ipynb").exists() and not (nbs / "never.txt").exists()
-    assert (nbs / "done.txt").read_text() == "7"
+    assert (nbs / "done.txt").read_text() == "7 [1]"
     with pytest.raises(Exception, match="RuntimeError"):  # a rerun skips the finished notebook
         reproduce.run_notebooks("smoke", 7, run, directory=nbs)
-    assert (nbs / "done.txt").read_text() == "7"
+    assert (nbs / "done.txt").read_text() == "7 [1]"
