@@ -33,7 +33,7 @@ class EvalConfig(RunFolder):
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"max_new_tokens": 32, "batch_size": 18, "max_steps": 8},
         "cpu": {"max_new_tokens": 128, "batch_size": 48},
-        "cpu-llm": {"max_new_tokens": 128, "batch_size": 16},
+        "cpu-llm": {"max_new_tokens": 128, "batch_size": 16, "max_tasks": 30},
         "paper": {"max_new_tokens": 512, "batch_size": 64, "icl_num": 1, "dtype": "bfloat16"},
     }
 
@@ -49,6 +49,8 @@ class EvalConfig(RunFolder):
     """Model folder; empty = ``<run>/01_sft/model``."""
     splits: tuple[str, ...] = ("seen", "unseen")
     """Which splits to evaluate."""
+    max_tasks: int | None = None
+    """Evaluate the first N tasks of each split (None = all; cpu-llm: 30, as a 135M model plays slowly on a CPU)."""
     max_steps: int = 40
     """Episode step limit (the paper's configs: 40)."""
     max_new_tokens: int = 96
@@ -150,7 +152,8 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
     tokens_before = getattr(backend, "generated_tokens", 0)
     t0 = time.time()
     for split in cfg.splits:
-        records = evaluate_split(backend, load_tasks(cfg.path, split), cfg, out / f"{split}.jsonl", icl)
+        records = evaluate_split(backend, load_tasks(cfg.path, split)[:cfg.max_tasks], cfg, out / f"{split}.jsonl",
+                                 icl)
         summary[split] = summarize(records, cfg.n_bootstrap, cfg.seed)
     elapsed = time.time() - t0
     generated = getattr(backend, "generated_tokens", 0) - tokens_before
@@ -158,3 +161,11 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
                              "tokens_per_s": round(generated / elapsed, 1) if elapsed and generated else None}
     write_manifest(out, f"{stage}/{cfg.label}", cfg, summary, started, inputs)
     return summary
+
+
+if __name__ == "__main__":
+    from steca_lib.config import stage_main
+
+    raise SystemExit(stage_main(EvalConfig, run_eval_stage,
+                                "Evaluate a model on the test splits (default: the run's SFT model), "
+                                "e.g. --set splits='[\"dev\"]' --set label=sft-dev."))

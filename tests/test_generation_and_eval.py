@@ -11,6 +11,7 @@ from steca_lib.envs.household import HouseholdEnv, generate_task
 from steca_lib.envs.household.generator import WorldSpec
 from steca_lib.episodes import advance, run_episodes
 from steca_lib.evaluation import EvalConfig, initial_messages, run_eval_stage, summarize, task_episode
+from steca_lib.expert_data import load_tasks
 from steca_lib.generation import HFBackend, OpenAIChatBackend, Sampling, cut_at_stop
 from steca_lib.metrics import bootstrap_ci
 from steca_lib.models import load_model, load_tokenizer
@@ -147,6 +148,11 @@ def test_eval_stage_records_resume_and_skip(smoke_run, tmp_path):
     assert set(r["meta"]) == {"steps", "reward", "finished", "success", "terminate_reason", "error"}
     assert r["conversations"][0]["from"] == "human" and r["conversations"][1]["value"] == "OK"
     assert run_eval_stage(cfg) == summary  # finished: skipped
+    first = run_eval_stage(config_from_params(EvalConfig, "smoke", run_dir=str(work), max_steps=6, max_new_tokens=24,
+                                              max_tasks=3, label="first3", splits=("seen",)))
+    assert first["seen"]["n"] == 3 and "unseen" not in first
+    ids = {json.loads(x)["id"] for x in (work / "01_eval" / "first3" / "seen.jsonl").read_text().splitlines()}
+    assert ids == {t.task_id for t in load_tasks(work, "seen")[:3]}
 
 
 def _stub_server(responses):
