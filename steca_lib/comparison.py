@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from steca_lib.artifacts import load_manifest
+from steca_lib.artifacts import load_manifest, model_inputs, upstream
 from steca_lib.calibration import CalibrationConfig, run_calibration_stage
 from steca_lib.config import config_from_params, resolve_run_dir
 from steca_lib.data import read_jsonl, write_json_atomic
@@ -22,6 +22,7 @@ from steca_lib.iteration import iterate
 from steca_lib.metrics import seed_ci
 from steca_lib.recovery import RecoveryConfig, run_recovery_stage
 from steca_lib.reinforced import NoTrainingData, ReinforcedConfig, run_reinforced_stage
+from steca_lib.sft import model_dir as sft_model_dir
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,20 @@ def sibling_runs(run: Path, profile: str) -> list[Path]:
 
 
 def _summaries(runs: list[Path], key: str, profile: str, stage: str) -> list[dict]:
+    """Finished, current summaries of a method over runs: an evaluation of an older model (its inputs differ from
+    what the stage would record now) is left out."""
     out = []
     for run in runs:
         folder = eval_folder(run, key, profile)
         if stage == "06_recovery":
             folder = Path(run) / "06_recovery" / folder.name
         manifest = load_manifest(folder)
-        if manifest and manifest.get("status") == "complete":
+        if not manifest or manifest.get("status") != "complete":
+            continue
+        expected = model_inputs(manifest["config"].get("model_dir") or sft_model_dir(run))
+        if stage == "06_recovery":
+            expected = {**upstream(run, f"04_calibration/{manifest['config']['calibration']}"), **(expected or {})}
+        if manifest.get("inputs") == expected:
             out.append(manifest["summary"])
     return out
 
