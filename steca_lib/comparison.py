@@ -176,23 +176,23 @@ def sibling_runs(run: Path, profile: str) -> list[Path]:
     return sorted(found)
 
 
+def _current(run: Path, key: str, profile: str, stage: str = "eval") -> dict | None:
+    """The finished manifest of a method's evaluation (or recovery) in ``run``, or None when missing or made from
+    an older model (its inputs differ from what the stage would record now)."""
+    folder = eval_folder(run, key, profile)
+    if stage == "06_recovery":
+        folder = Path(run) / "06_recovery" / folder.name
+    manifest = load_manifest(folder)
+    if not manifest or manifest.get("status") != "complete":
+        return None
+    expected = model_inputs(manifest["config"].get("model_dir") or sft_model_dir(run))
+    if stage == "06_recovery":
+        expected = {**upstream(run, f"04_calibration/{manifest['config']['calibration']}"), **(expected or {})}
+    return manifest if manifest.get("inputs") == expected else None
+
+
 def _summaries(runs: list[Path], key: str, profile: str, stage: str) -> list[dict]:
-    """Finished, current summaries of a method over runs: an evaluation of an older model (its inputs differ from
-    what the stage would record now) is left out."""
-    out = []
-    for run in runs:
-        folder = eval_folder(run, key, profile)
-        if stage == "06_recovery":
-            folder = Path(run) / "06_recovery" / folder.name
-        manifest = load_manifest(folder)
-        if not manifest or manifest.get("status") != "complete":
-            continue
-        expected = model_inputs(manifest["config"].get("model_dir") or sft_model_dir(run))
-        if stage == "06_recovery":
-            expected = {**upstream(run, f"04_calibration/{manifest['config']['calibration']}"), **(expected or {})}
-        if manifest.get("inputs") == expected:
-            out.append(manifest["summary"])
-    return out
+    return [m["summary"] for run in runs if (m := _current(run, key, profile, stage)) is not None]
 
 
 def _cell(summaries: list[dict], split: str) -> dict:
@@ -259,7 +259,7 @@ def episode_records(runs: list[Path], key: str, profile: str) -> list[dict]:
     out = []
     for run in runs:
         folder = eval_folder(run, key, profile)
-        if not (folder / "manifest.json").exists():
+        if _current(run, key, profile) is None:
             continue
         steps = {r["task_id"]: r["steps"] for r in read_jsonl(Path(run) / "00_environment" / "expert_stats.jsonl")}
         for split in SPLITS:
