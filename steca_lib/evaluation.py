@@ -65,6 +65,10 @@ class EvalConfig(RunFolder):
     """Model dtype for inference."""
     backend: str = "cached"
     """Generation backend: ``cached`` (prefix-caching engine), ``hf``, ``vllm`` or ``openai``."""
+    engine: str = "embedded"
+    """Where episodes play: ``embedded`` (the kit's world) or ``alfworld`` (ALFWorld's real engine, extra needed)."""
+    alfworld_data: str = ""
+    """With engine ``alfworld``: the released data folder (empty = the run's tasks compiled into ALFWorld games)."""
     n_bootstrap: int = 10_000
     """Bootstrap resamples for the confidence intervals."""
     extra: dict = field(default_factory=dict)
@@ -93,6 +97,33 @@ def task_episode(task: Task, max_steps: int, icl: list[dict]) -> Episode:
                    meta={"split": task.split, "family": task.goal.family, "game_file": task.game_file})
 
 
+def alfworld_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Episode]:
+    """Episodes in ALFWorld's real engine: the released games of ``split``, or the run's own tasks compiled."""
+    from steca_lib.envs.alfworld import AlfworldEnv, released_games, write_games
+
+    if cfg.alfworld_data:
+        games = [(g.game_id, g.path, g.family) for g in released_games(cfg.alfworld_data, split)[:cfg.max_tasks]]
+    else:
+        tasks = load_tasks(cfg.path, split)[:cfg.max_tasks]
+        paths = write_games(tasks, cfg.path / "00_environment" / "alfworld")
+        games = [(t.task_id, p, t.goal.family) for t, p in zip(tasks, paths)]
+    episodes = {}
+    for key, path, family in games:
+        env = AlfworldEnv(path, key, split, cfg.max_steps)
+        episodes[key] = Episode(key=key, env=env, messages=initial_messages(env.reset(), icl),
+                                meta={"split": split, "family": family, "game_file": str(path)})
+    return episodes
+
+
+def split_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Episode]:
+    """Fresh episodes of every task of a split (the first ``max_tasks``) in the configured engine."""
+    if cfg.engine == "alfworld":
+        return alfworld_episodes(cfg, split, icl)
+    if cfg.engine != "embedded":
+        raise ValueError(f"unknown engine {cfg.engine!r}; expected 'embedded' or 'alfworld'")
+    return {t.task_id: task_episode(t, cfg.max_steps, icl) for t in load_tasks(cfg.path, split)[:cfg.max_tasks]}
+
+
 def play_and_record(episodes: dict[str, Episode], backend: GenerationBackend, cfg: EvalConfig, out_file: Path,
                     n_icl: int = 0, desc: str = "") -> list[dict]:
     """Play every episode whose key is not yet in ``out_file`` (JSONL, appended as episodes finish), then return
@@ -113,11 +144,10 @@ def play_and_record(episodes: dict[str, Episode], backend: GenerationBackend, cf
     return sorted(records, key=lambda r: order[r["id"]])
 
 
-def evaluate_split(backend: GenerationBackend, tasks: list[Task], cfg: EvalConfig, out_file: Path,
+def evaluate_split(backend: GenerationBackend, split: str, cfg: EvalConfig, out_file: Path,
                    icl: list[dict]) -> list[dict]:
     """Play every task of a split from its start (resuming ``out_file``); return all records in task order."""
-    return play_and_record({t.task_id: task_episode(t, cfg.max_steps, icl) for t in tasks}, backend, cfg, out_file,
-                           len(icl))
+    return play_and_record(split_episodes(cfg, split, icl), backend, cfg, out_file, len(icl))
 
 
 def summarize(records: list[dict], n_bootstrap: int = 10_000, seed: int = 0) -> dict:
@@ -135,9 +165,16 @@ def summarize(records: list[dict], n_bootstrap: int = 10_000, seed: int = 0) -> 
     }
 
 
+def eval_folder_name(cfg: EvalConfig) -> str:
+    """``<label>`` in the embedded world; ``<label>-alfworld`` (compiled) or ``<label>-alfworld-released``."""
+    if cfg.engine == "embedded":
+        return cfg.label
+    return f"{cfg.label}-{cfg.engine}" + ("-released" if cfg.alfworld_data else "")
+
+
 def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationBackend | None = None) -> dict:
     """Evaluate ``cfg.model_dir`` (default: the SFT model) on ``cfg.splits``; one summary per split."""
-    out = stage_dir(cfg.path, f"{stage}/{cfg.label}")
+    out = stage_dir(cfg.path, f"{stage}/{eval_folder_name(cfg)}")
     model = cfg.model_dir or str(sft_model_dir(cfg.path))
     inputs = model_inputs(model)
     done = finished_summary(out, cfg, inputs=inputs)
@@ -152,8 +189,7 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
     tokens_before = getattr(backend, "generated_tokens", 0)
     t0 = time.time()
     for split in cfg.splits:
-        records = evaluate_split(backend, load_tasks(cfg.path, split)[:cfg.max_tasks], cfg, out / f"{split}.jsonl",
-                                 icl)
+        records = evaluate_split(backend, split, cfg, out / f"{split}.jsonl", icl)
         summary[split] = summarize(records, cfg.n_bootstrap, cfg.seed)
     elapsed = time.time() - t0
     generated = getattr(backend, "generated_tokens", 0) - tokens_before
