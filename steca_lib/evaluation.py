@@ -69,6 +69,8 @@ class EvalConfig(RunFolder):
     """Where episodes play: ``embedded`` (the kit's world) or ``alfworld`` (ALFWorld's real engine, extra needed)."""
     alfworld_data: str = ""
     """With engine ``alfworld``: the released data folder (empty = the run's tasks compiled into ALFWorld games)."""
+    alfworld_arrival_prefix: bool = True
+    """With engine ``alfworld``: keep the engine's ``You arrive at X.``; False drops it (a text-shift diagnostic)."""
     n_bootstrap: int = 10_000
     """Bootstrap resamples for the confidence intervals."""
     extra: dict = field(default_factory=dict)
@@ -109,7 +111,7 @@ def alfworld_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str,
         games = [(t.task_id, p, t.goal.family) for t, p in zip(tasks, paths)]
     episodes = {}
     for key, path, family in games:
-        env = AlfworldEnv(path, key, split, cfg.max_steps)
+        env = AlfworldEnv(path, key, split, cfg.max_steps, cfg.alfworld_arrival_prefix)
         episodes[key] = Episode(key=key, env=env, messages=initial_messages(env.reset(), icl),
                                 meta={"split": split, "family": family, "game_file": str(path)})
     return episodes
@@ -166,10 +168,12 @@ def summarize(records: list[dict], n_bootstrap: int = 10_000, seed: int = 0) -> 
 
 
 def eval_folder_name(cfg: EvalConfig) -> str:
-    """``<label>`` in the embedded world; ``<label>-alfworld`` (compiled) or ``<label>-alfworld-released``."""
+    """``<label>`` in the embedded world; ``<label>-alfworld`` (compiled) or ``<label>-alfworld-released``, plus
+    ``-noarrival`` when the arrival prefix is dropped."""
     if cfg.engine == "embedded":
         return cfg.label
-    return f"{cfg.label}-{cfg.engine}" + ("-released" if cfg.alfworld_data else "")
+    return (f"{cfg.label}-{cfg.engine}" + ("-released" if cfg.alfworld_data else "")
+            + ("" if cfg.alfworld_arrival_prefix else "-noarrival"))
 
 
 def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationBackend | None = None) -> dict:

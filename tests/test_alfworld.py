@@ -44,6 +44,9 @@ def test_adapter_translates_only_the_put_command():
     assert to_engine(" go  to fridge 1") == "go to fridge 1"
     assert from_engine("You move the apple 1 to the fridge 1.") == "You put the apple 1 in/on the fridge 1."
     assert from_engine("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle") == "You are in the middle"
+    arrival = "You arrive at fridge 1. The fridge 1 is closed."
+    assert from_engine(arrival) == arrival
+    assert from_engine(arrival, arrival_prefix=False) == "The fridge 1 is closed."
 
 
 def test_every_action_type_matches_the_embedded_world(kitchen_task, tmp_path):
@@ -164,6 +167,12 @@ def test_sft_evaluation_in_the_real_engine(smoke_run, tmp_path):
     assert summary["seen"]["n"] == 3 and summary["seen"]["success"] == 1.0 and summary["unseen"]["success"] == 1.0
     assert (run / "01_eval" / "scripted-alfworld" / "manifest.json").is_file()
     assert run_eval_stage(cfg, backend=backend) == summary  # finished: skipped
+    plain = config_from_params(EvalConfig, "smoke", run_dir=str(run), engine="alfworld", max_tasks=2, max_steps=40,
+                               label="scripted", splits=("seen",), alfworld_arrival_prefix=False)
+    assert run_eval_stage(plain, backend=backend)["seen"]["success"] == 1.0
+    texts = [line for line in (run / "01_eval" / "scripted-alfworld-noarrival" / "seen.jsonl").open()]
+    assert texts and not any("You arrive at" in t for t in texts)
+    assert any("You arrive at" in t for t in (run / "01_eval" / "scripted-alfworld" / "seen.jsonl").open())
 
     data = tmp_path / "json_2.1.1"
     for split, folder in (("seen", "valid_seen"), ("unseen", "valid_unseen"), ("train", "train")):

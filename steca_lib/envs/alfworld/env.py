@@ -19,6 +19,7 @@ from steca_lib.envs.alfworld.compile import EXTRA_HELP
 from steca_lib.envs.base import StepResult
 
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
+_ARRIVAL = re.compile(r"^You arrive at [a-z]+ \d+\. ")
 _PUT = re.compile(r"put (.+?) in/on (.+)")
 _MOVED = re.compile(r"You move the (.+?) to the (.+?)\.")
 
@@ -39,22 +40,27 @@ def to_engine(action: str) -> str:
     return f"move {m.group(1)} to {m.group(2)}" if m else text
 
 
-def from_engine(observation: str) -> str:
-    """The engine's text as the paper's data spell it: no banner, ``put`` feedback in the old wording."""
+def from_engine(observation: str, arrival_prefix: bool = True) -> str:
+    """The engine's text as the paper's data spell it: no banner, ``put`` feedback in the old wording; without
+    ``arrival_prefix`` also no ``You arrive at X.`` (the embedded world's wording, for diagnosing text shift)."""
     text = observation.replace(BANNER, "").strip()
+    if not arrival_prefix:
+        text = _ARRIVAL.sub("", text)
     return _MOVED.sub(r"You put the \1 in/on the \2.", text)
 
 
 class AlfworldEnv:
     """One episode of one ALFWorld game, implementing :class:`steca_lib.envs.base.AgentEnv`."""
 
-    def __init__(self, game_file: str | Path, task_id: str = "", split: str = "", max_steps: int = 40):
+    def __init__(self, game_file: str | Path, task_id: str = "", split: str = "", max_steps: int = 40,
+                 arrival_prefix: bool = True):
         self.game_file = str(game_file)
         if not Path(self.game_file).is_file():
             raise FileNotFoundError(f"ALFWorld game file not found: {self.game_file}")
         self.task_id = task_id or Path(self.game_file).parent.name
         self.split = split
         self.max_steps = max_steps
+        self.arrival_prefix = arrival_prefix
         self._engine = None
         self._actions: list[str] = []
         self._won = False
@@ -71,7 +77,7 @@ class AlfworldEnv:
         state = self._engine.reset()
         self._actions, self._won = [], bool(state["won"])
         self._admissible = list(state["admissible_commands"])
-        return from_engine(state.feedback)
+        return from_engine(state.feedback, self.arrival_prefix)
 
     def step(self, action: str) -> StepResult:
         if self.done:
@@ -81,11 +87,11 @@ class AlfworldEnv:
         self._won = bool(state["won"])
         self._admissible = list(state["admissible_commands"])
         reason = "success" if self._won else ("max_steps" if self.steps >= self.max_steps else None)
-        return StepResult(from_engine(state.feedback), float(self._won), reason is not None, self._info(reason))
+        return StepResult(from_engine(state.feedback, self.arrival_prefix), float(self._won), reason is not None, self._info(reason))
 
     def clone(self) -> "AlfworldEnv":
         """A fresh engine brought to the same state by replaying this episode's actions."""
-        twin = AlfworldEnv(self.game_file, self.task_id, self.split, self.max_steps)
+        twin = AlfworldEnv(self.game_file, self.task_id, self.split, self.max_steps, self.arrival_prefix)
         twin.reset()
         for action in self._actions:
             twin.step(action)
