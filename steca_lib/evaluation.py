@@ -199,7 +199,7 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
     generated = getattr(backend, "generated_tokens", 0) - tokens_before
     summary["generation"] = {"wall_s": round(elapsed, 1), "generated_tokens": generated,
                              "tokens_per_s": round(generated / elapsed, 1) if elapsed and generated else None}
-    write_manifest(out, f"{stage}/{cfg.label}", cfg, summary, started, inputs)
+    write_manifest(out, f"{stage}/{eval_folder_name(cfg)}", cfg, summary, started, inputs)
     return summary
 
 

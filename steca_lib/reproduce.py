@@ -2,7 +2,8 @@
 
 ``python -m steca_lib.reproduce --profile cpu --seeds 0 1 2``. Each notebook runs with the parameters
 ``profile``, ``seed`` and ``run_dir``; its executed copy goes to ``<run>/notebooks/``. A notebook already
-finished for that run is skipped; a failing one stops the run and its executed copy is kept for inspection.
+finished for that run with the same extra parameters is skipped (stages cache their artifacts, so a rerun with
+other parameters only does what is new); a failing one stops the run and its executed copy is kept for inspection.
 Seeds run one after another, so notebook 06 of the last seed compares all of them; its report and figures are
 copied to ``figures/`` and its results table into the README between the ``results`` markers.
 """
@@ -44,7 +45,7 @@ def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None
         if only and not any(nb.name.startswith(o) for o in only):
             continue
         stage = record["stages"].get(nb.stem, {})
-        if stage.get("status") == "complete":
+        if stage.get("status") == "complete" and stage.get("params", {}) == (params or {}):
             log.info("skip %s (finished in %.1f s)", nb.name, stage["wall_time_s"])
             continue
         out = run_dir / "notebooks" / nb.name
@@ -57,11 +58,11 @@ def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None
                                             "run_dir": str(run_dir)})
         except Exception:
             record["stages"][nb.stem] = {"status": "failed", "wall_time_s": round(time.time() - started, 1),
-                                         "executed_notebook": str(out)}
+                                         "executed_notebook": str(out), "params": params or {}}
             write_json_atomic(record, record_path)
             raise
         record["stages"][nb.stem] = {"status": "complete", "wall_time_s": round(time.time() - started, 1),
-                                     "executed_notebook": str(out)}
+                                     "executed_notebook": str(out), "params": params or {}}
         write_json_atomic(record, record_path)
     return record
 

@@ -160,6 +160,9 @@ def test_reproduction_skips_finished_notebooks_and_stops_at_a_failure(tmp_path):
     assert record["stages"]["00_ok"]["status"] == "complete" and record["stages"]["01_fails"]["status"] == "failed"
     assert (run / "notebooks" / "01_fails.ipynb").exists() and not (nbs / "never.txt").exists()
     assert (nbs / "done.txt").read_text() == "7 [1]"
-    with pytest.raises(Exception, match="RuntimeError"):  # a rerun skips the finished notebook
-        reproduce.run_notebooks("smoke", 7, run, directory=nbs)
+    with pytest.raises(Exception, match="RuntimeError"):  # a rerun with the same parameters skips it
+        reproduce.run_notebooks("smoke", 7, run, directory=nbs, params=parse_assignments(["extra=[1]"]))
     assert (nbs / "done.txt").read_text() == "7 [1]"
+    with pytest.raises(Exception, match="RuntimeError"):  # other parameters run it again
+        reproduce.run_notebooks("smoke", 7, run, directory=nbs, params=parse_assignments(["extra=[2]"]))
+    assert (nbs / "done.txt").read_text() == "7 [1]7 [2]"
