@@ -94,14 +94,15 @@ def copy_report(run_dir: Path, target: Path = REPO / "figures") -> list[Path]:
 
 
 #: Stage folders summed into one line of the wall-time table (patterns relative to a run folder).
-STAGE_GROUPS = (("00 environment", "00_environment"), ("01 SFT", "01_sft"), ("01 evaluation", "01_eval/*"),
+STAGE_GROUPS = (("00 environment", "00_environment"), ("01 SFT", "01_sft"), ("01 evaluation", "01_eval/sft"),
                 ("02 rollouts", "02_rollouts"), ("03 step rewards", "03_step_rewards"),
                 ("04 calibration", "04_calibration/*"), ("05 training (every method)", "05_reinforced/*"),
                 ("05 evaluation (every method)", "05_eval/*"), ("06 recovery", "06_recovery/*"))
 
 
 def stage_times(run_dir: Path) -> dict[str, float]:
-    """Seconds per stage group from the stage manifests (a resumed stage counts its last session only)."""
+    """Seconds per stage group from the stage manifests (a resumed stage counts its last session only). Other
+    ``01_eval`` folders are CLI diagnostics (dev split, ALFWorld engine), not part of the reproduction."""
     out = {}
     for name, pattern in STAGE_GROUPS:
         manifests = sorted(Path(run_dir).glob(f"{pattern}/manifest.json"))

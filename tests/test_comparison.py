@@ -136,9 +136,12 @@ def test_readme_block_is_refreshed_and_nothing_else(tmp_path):
         write_manifest(tmp_path / f"s{seed}" / "01_sft", "01_sft", EvalConfig(), {}, time.time() - seconds)
     write_manifest(tmp_path / "s1" / "05_eval" / "a", "e", EvalConfig(), {}, time.time() - 6)
     write_manifest(tmp_path / "s1" / "05_eval" / "b", "e", EvalConfig(), {}, time.time() - 6)
+    write_manifest(tmp_path / "s0" / "01_eval" / "sft", "e", EvalConfig(), {}, time.time() - 30)
+    write_manifest(tmp_path / "s0" / "01_eval" / "sft-dev", "e", EvalConfig(), {}, time.time() - 600)  # diagnostic
     times = {s: reproduce.stage_times(tmp_path / f"s{s}") for s in (0, 1)}
     section = reproduce.results_section(times, "cpu", "T\n")
     assert "| 01 SFT | 1.0 | 1.5 |" in section and "| 05 evaluation (every method) | — | 0.2 |" in section
+    assert "| 01 evaluation | 0.5 | — |" in section
 
 
 def test_reproduction_skips_finished_notebooks_and_stops_at_a_failure(tmp_path):
