@@ -16,6 +16,7 @@ scene instead, so the real engine runs offline on the kit's own splits. What thi
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from steca_lib.envs.household.catalog import OPENABLE, TRANSFORMABLE, camel
@@ -114,6 +115,7 @@ def problem_pddl(task: Task) -> str:
             f"    (:init\n        {lines(facts)}\n    )\n    (:goal {goal_pddl(task)})\n)\n")
 
 
+@lru_cache(maxsize=1)
 def alfworld_resources() -> tuple[str, str]:
     """ALFWorld's PDDL domain and text grammar, read from the installed package."""
     try:
