@@ -44,3 +44,12 @@ class AgentEnv(Protocol):
     @property
     def steps(self) -> int:
         """Actions taken so far in this episode (invalid ones included)."""
+
+
+def replay(env: AgentEnv, actions: list[str]) -> AgentEnv:
+    """Bring a fresh ``env`` to a later state by resetting it and taking ``actions``: how an environment whose state
+    lives outside Python (a planner, a JVM) clones itself."""
+    env.reset()
+    for action in actions:
+        env.step(action)
+    return env

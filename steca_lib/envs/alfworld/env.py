@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from steca_lib.envs.alfworld.compile import EXTRA_HELP
-from steca_lib.envs.base import StepResult
+from steca_lib.envs.base import StepResult, replay
 
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 _ARRIVAL = re.compile(r"^You arrive at [a-z]+ \d+\. ")
@@ -87,15 +87,13 @@ class AlfworldEnv:
         self._won = bool(state["won"])
         self._admissible = list(state["admissible_commands"])
         reason = "success" if self._won else ("max_steps" if self.steps >= self.max_steps else None)
-        return StepResult(from_engine(state.feedback, self.arrival_prefix), float(self._won), reason is not None, self._info(reason))
+        observation = from_engine(state.feedback, self.arrival_prefix)
+        return StepResult(observation, float(self._won), reason is not None, self._info(reason))
 
     def clone(self) -> "AlfworldEnv":
         """A fresh engine brought to the same state by replaying this episode's actions."""
-        twin = AlfworldEnv(self.game_file, self.task_id, self.split, self.max_steps, self.arrival_prefix)
-        twin.reset()
-        for action in self._actions:
-            twin.step(action)
-        return twin
+        return replay(AlfworldEnv(self.game_file, self.task_id, self.split, self.max_steps, self.arrival_prefix),
+                      self._actions)
 
     @property
     def steps(self) -> int:

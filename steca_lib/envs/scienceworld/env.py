@@ -11,7 +11,7 @@ variations and ``unseen`` the test variations (:data:`SPLIT_VARIATIONS`).
 
 from __future__ import annotations
 
-from steca_lib.envs.base import StepResult
+from steca_lib.envs.base import StepResult, replay
 
 SPLIT_VARIATIONS = {"train": "train", "seen": "dev", "unseen": "test"}
 
@@ -71,11 +71,8 @@ class ScienceWorldEnv:
 
     def clone(self) -> "ScienceWorldEnv":
         """A second simulator brought to the same state by replaying this episode's actions."""
-        twin = ScienceWorldEnv(self.task_name, self.variation, self.split, self.max_steps, self.simplification)
-        twin.reset()
-        for action in self._actions:
-            twin.step(action)
-        return twin
+        return replay(ScienceWorldEnv(self.task_name, self.variation, self.split, self.max_steps,
+                                      self.simplification), self._actions)
 
     def close(self) -> None:
         """Stop the Java simulator."""
