@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_real_envs.py [--tasks 20] [--scienceworld-tasks 3]
 
 ALFWorld: the embedded expert's actions on compiled games (start + reset timed apart from the steps).
-ScienceWorld: its gold action sequences on the first variations of a few tasks. Prints steps/s per world and the
-ratio to the embedded world.
+ScienceWorld: its gold action sequences on the first variations of a few tasks, through the kit's environment
+(simulators from one JVM, lean step) and through the package's own environment (a JVM each, ``step`` with its info
+dict), side by side. Prints steps/s per world and the ratio to the embedded world.
 """
 
 from __future__ import annotations
@@ -34,6 +35,25 @@ def _play(make, plans) -> tuple[float, float, int, int]:
     return start, steps_time, n, len(plans)
 
 
+class PackageScienceWorld:
+    """The ``scienceworld`` package's own environment on variation 0 of a task, as its README drives it."""
+
+    def __init__(self, name: str):
+        from scienceworld import ScienceWorldEnv
+
+        self.name, self.env = name, ScienceWorldEnv("", envStepLimit=500)
+
+    def reset(self):
+        self.env.load(self.name, 0, "easy")
+        return self.env.reset()
+
+    def step(self, action: str):
+        return self.env.step(action)
+
+    def close(self):
+        self.env.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", type=int, default=20)
@@ -53,7 +73,8 @@ def main() -> None:
 
     names = ["find-living-thing", "boil", "melt", "chemistry-mix", "grow-plant"][:args.scienceworld_tasks]
     sw_plans = [(name, expert_actions(name, 0)) for name in names]
-    rows.append(("scienceworld (gold)", *_play(lambda name: ScienceWorldEnv(name, 0, max_steps=500), sw_plans)))
+    rows.append(("scienceworld (kit)", *_play(lambda name: ScienceWorldEnv(name, 0, max_steps=500), sw_plans)))
+    rows.append(("scienceworld (package)", *_play(PackageScienceWorld, sw_plans)))
 
     base = rows[0][3] / rows[0][2]
     for name, start, steps_time, n, episodes in rows:

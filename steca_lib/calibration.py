@@ -216,7 +216,7 @@ class SetBuilder:
         out, seen = [], set()
         for task_id in sorted({r["task_id"] for r in rows}):
             expert = self.expert_turns(task_id)
-            out.append(_success(expert, {"task_id": task_id, "family": self.paths[task_id].task.goal.family,
+            out.append(_success(expert, {"task_id": task_id, "family": self.paths[task_id].task.family,
                                          "step": None, "source": "expert"}))
             seen.add(json.dumps(expert))
         for r in rows:

@@ -2,7 +2,9 @@
 or a test, so all three drive the same code.
 
 Profiles: ``smoke`` (seconds, CI), ``cpu`` (the embedded full reproduction on 2 cores), ``cpu-llm`` (the same
-pipeline with a pretrained SmolLM2-135M and LoRA, on fewer tasks), ``paper`` (the paper's sizes; GPU stages).
+pipeline with a pretrained SmolLM2-135M and LoRA, on fewer tasks), ``paper`` (the paper's sizes; GPU stages), and
+``smoke-scienceworld`` / ``cpu-scienceworld``: the pipeline on ScienceWorld, each the profile it names plus the
+few settings a stage overrides for that benchmark (:data:`PROFILE_BASE`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-PROFILES = ("smoke", "cpu", "cpu-llm", "paper")
+#: ScienceWorld task types whose gold paths are short (4–12 actions) and that have 62–150 training variations each.
+SCIENCEWORLD_TASK_TYPES = ("find-animal", "find-living-thing", "find-non-living-thing", "find-plant",
+                           "lifespan-longest-lived", "lifespan-shortest-lived")
+PROFILES = ("smoke", "cpu", "cpu-llm", "paper", "smoke-scienceworld", "cpu-scienceworld")
+#: Profiles built on another: a stage's defaults are the base profile's, updated by its own entry when it has one.
+PROFILE_BASE = {"smoke-scienceworld": "smoke", "cpu-scienceworld": "cpu"}
 C = TypeVar("C")
 
 
@@ -28,8 +35,16 @@ def config_from_params(cls: type[C], profile: str, **params: Any) -> C:
     unknown = sorted(set(params) - names)
     if unknown:
         raise TypeError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(names)}")
-    values = {**cls.PROFILE_DEFAULTS[profile], **{k: v for k, v in params.items() if v is not None}}
+    values = {**profile_defaults(cls, profile), **{k: v for k, v in params.items() if v is not None}}
     return cls(profile=profile, **values)
+
+
+def profile_defaults(cls: type, profile: str) -> dict[str, Any]:
+    """A stage config's defaults for ``profile``: its base profile's (:data:`PROFILE_BASE`), then its own."""
+    base = PROFILE_BASE.get(profile)
+    if base is None:
+        return dict(cls.PROFILE_DEFAULTS[profile])
+    return {**cls.PROFILE_DEFAULTS[base], **cls.PROFILE_DEFAULTS.get(profile, {})}
 
 
 def runs_root() -> Path:
@@ -62,6 +77,10 @@ class EnvironmentConfig(RunFolder):
         "cpu": {"n_train": 2400, "n_seen": 140, "n_unseen": 134},
         "cpu-llm": {"n_train": 300, "n_seen": 60, "n_unseen": 60},
         "paper": {"n_train": 2851, "n_seen": 140, "n_unseen": 134},
+        "smoke-scienceworld": {"benchmark": "scienceworld", "n_train": 24, "n_seen": 6, "n_unseen": 6,
+                               "max_steps": 12, "task_types": ["find-non-living-thing", "lifespan-longest-lived"]},
+        "cpu-scienceworld": {"benchmark": "scienceworld", "n_train": 240, "n_seen": 60, "n_unseen": 60,
+                             "max_steps": 20},
     }
 
     profile: str = "smoke"
@@ -70,6 +89,10 @@ class EnvironmentConfig(RunFolder):
     """Run seed: names the run folder and seeds the expert's wording."""
     world_seed: int = 0
     """Benchmark identity: floorplans, held-out combinations and tasks. Keep it fixed across training seeds."""
+    benchmark: str = "household"
+    """``household`` (the embedded world) or ``scienceworld`` (ScienceWorld's simulator and gold paths)."""
+    task_types: list[str] = field(default_factory=lambda: list(SCIENCEWORLD_TASK_TYPES))
+    """ScienceWorld only: the task types whose variations make the splits (train / dev as seen / test as unseen)."""
     n_train: int = 48
     """Training tasks (with expert trajectories for SFT)."""
     n_seen: int = 18
@@ -90,7 +113,7 @@ class EnvironmentConfig(RunFolder):
     """Free-form notes recorded in the manifest."""
 
     def world_spec(self):
-        """The generator's spec for these settings."""
+        """The household generator's spec for these settings."""
         from steca_lib.envs.household.generator import WorldSpec
 
         return WorldSpec(world_seed=self.world_seed, n_floorplans=self.n_floorplans, noise=self.noise,

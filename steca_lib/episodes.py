@@ -75,24 +75,29 @@ def run_episodes(episodes: Iterable[Episode], backend: GenerationBackend, sampli
     Each turn is one ``backend.generate`` call for the whole pool, with every episode's own decoding setting and a
     seed from :func:`turn_seed`. ``after_turn`` may return new episodes (e.g. Monte Carlo continuations branched
     from the state just reached); they join the pool before queued ones, while their shared prefix is cached.
-    Episodes that arrive already finished are passed to ``on_finish`` without generating.
+    Episodes that arrive already finished are passed to ``on_finish`` without generating. ``episodes`` is read
+    lazily, one episode per free slot, so a generator keeps only the live pool in memory (environments such as
+    ScienceWorld hold a simulator per live episode).
     """
-    queue = deque(episodes)
+    source = iter(episodes)
+    queue: deque[Episode] = deque()
     pool: list[Episode] = []
     finished: list[Episode] = []
-    bar = tqdm(total=total if total is not None else len(queue), desc=desc, unit="episode", leave=False)
+    bar = tqdm(total=total if total is not None else len(episodes), desc=desc, unit="episode", leave=False)
     def finish(ep: Episode) -> None:
         finished.append(ep)
         bar.update(1)
         if on_finish:
             on_finish(ep)
 
-    while queue or pool:
-        while queue and len(pool) < batch_size:
-            ep = queue.popleft()
+    while True:
+        while len(pool) < batch_size:
+            ep = queue.popleft() if queue else next(source, None)
+            if ep is None:
+                break
             finish(ep) if ep.done else pool.append(ep)
         if not pool:
-            continue
+            break
         settings = [replace(ep.sampling or sampling, seed=turn_seed((ep.sampling or sampling).seed, ep.key,
                                                                     ep.agent_turns)) for ep in pool]
         replies = backend.generate([ep.messages for ep in pool], settings)

@@ -10,16 +10,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, write_manifest
 from steca_lib.backends import open_backend
 from steca_lib.config import RunFolder
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl
-from steca_lib.envs.household import HouseholdEnv, Task
+from steca_lib.envs import BenchmarkTask
 from steca_lib.episodes import Episode, run_episodes
-from steca_lib.expert_data import load_expert, load_tasks
+from steca_lib.expert_data import load_expert, load_tasks, run_instruction
 from steca_lib.generation import GenerationBackend, Sampling
 from steca_lib.metrics import bootstrap_ci
 from steca_lib.prompts import INSTRUCTION
@@ -35,6 +36,7 @@ class EvalConfig(RunFolder):
         "cpu": {"max_new_tokens": 128, "batch_size": 48},
         "cpu-llm": {"max_new_tokens": 128, "batch_size": 16, "max_tasks": 30},
         "paper": {"max_new_tokens": 512, "batch_size": 64, "icl_num": 1, "dtype": "bfloat16"},
+        "cpu-scienceworld": {"max_new_tokens": 64, "batch_size": 20, "max_steps": 20},
     }
 
     profile: str = "smoke"
@@ -92,46 +94,55 @@ def initial_messages(opening: str, icl: list[dict], instruction: str = INSTRUCTI
             {"role": "user", "content": opening}]
 
 
-def task_episode(task: Task, max_steps: int, icl: list[dict]) -> Episode:
-    """A fresh episode of a household task, ready for the agent's first turn."""
-    env = HouseholdEnv(task, max_steps=max_steps)
-    return Episode(key=task.task_id, env=env, messages=initial_messages(env.reset(), icl),
-                   meta={"split": task.split, "family": task.goal.family, "game_file": task.game_file})
+def task_episode(task: BenchmarkTask, max_steps: int, icl: list[dict], instruction: str = INSTRUCTION) -> Episode:
+    """A fresh episode of a task, ready for the agent's first turn."""
+    env = task.make_env(max_steps)
+    return Episode(key=task.task_id, env=env, messages=initial_messages(env.reset(), icl, instruction),
+                   meta={"split": task.split, "family": task.family, "game_file": task.game_file})
 
 
-def alfworld_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Episode]:
+def alfworld_episode(key: str, path: Path, family: str, split: str, cfg: EvalConfig, icl: list[dict]) -> Episode:
+    """A fresh episode of one game in ALFWorld's real engine."""
+    from steca_lib.envs.alfworld import AlfworldEnv
+
+    env = AlfworldEnv(path, key, split, cfg.max_steps, cfg.alfworld_arrival_prefix)
+    return Episode(key=key, env=env, messages=initial_messages(env.reset(), icl),
+                   meta={"split": split, "family": family, "game_file": str(path)})
+
+
+def alfworld_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Callable[[], Episode]]:
     """Episodes in ALFWorld's real engine: the released games of ``split``, or the run's own tasks compiled."""
-    from steca_lib.envs.alfworld import AlfworldEnv, released_games, write_games
+    from steca_lib.envs.alfworld import released_games, write_games
 
     if cfg.alfworld_data:
         games = [(g.game_id, g.path, g.family) for g in released_games(cfg.alfworld_data, split)[:cfg.max_tasks]]
     else:
         tasks = load_tasks(cfg.path, split)[:cfg.max_tasks]
         paths = write_games(tasks, cfg.path / "00_environment" / "alfworld")
-        games = [(t.task_id, p, t.goal.family) for t, p in zip(tasks, paths)]
-    episodes = {}
-    for key, path, family in games:
-        env = AlfworldEnv(path, key, split, cfg.max_steps, cfg.alfworld_arrival_prefix)
-        episodes[key] = Episode(key=key, env=env, messages=initial_messages(env.reset(), icl),
-                                meta={"split": split, "family": family, "game_file": str(path)})
-    return episodes
+        games = [(t.task_id, p, t.family) for t, p in zip(tasks, paths)]
+    return {key: partial(alfworld_episode, key, path, family, split, cfg, icl) for key, path, family in games}
 
 
-def split_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Episode]:
-    """Fresh episodes of every task of a split (the first ``max_tasks``) in the configured engine."""
+def split_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Callable[[], Episode]]:
+    """How to start each task of a split (the first ``max_tasks``) in the configured engine, by task id. Episodes
+    start when they join the pool: an environment may hold a simulator from its reset on."""
     if cfg.engine == "alfworld":
         return alfworld_episodes(cfg, split, icl)
     if cfg.engine != "embedded":
         raise ValueError(f"unknown engine {cfg.engine!r}; expected 'embedded' or 'alfworld'")
-    return {t.task_id: task_episode(t, cfg.max_steps, icl) for t in load_tasks(cfg.path, split)[:cfg.max_tasks]}
+    instruction = run_instruction(cfg.path)
+    return {t.task_id: partial(task_episode, t, cfg.max_steps, icl, instruction)
+            for t in load_tasks(cfg.path, split)[:cfg.max_tasks]}
 
 
-def play_and_record(episodes: dict[str, Episode], backend: GenerationBackend, cfg: EvalConfig, out_file: Path,
-                    n_icl: int = 0, desc: str = "") -> list[dict]:
-    """Play every episode whose key is not yet in ``out_file`` (JSONL, appended as episodes finish), then return
-    the records of all ``episodes`` in their order. In-context example turns are left out of the records."""
+def play_and_record(episodes: dict[str, Episode | Callable[[], Episode]], backend: GenerationBackend,
+                    cfg: EvalConfig, out_file: Path, n_icl: int = 0, desc: str = "") -> list[dict]:
+    """Play every episode (or episode factory) whose key is not yet in ``out_file`` (JSONL, appended as episodes
+    finish), then return the records of all ``episodes`` in their order. In-context example turns are left out of
+    the records."""
     done_ids = {r["id"] for r in recover_jsonl(out_file)}
-    todo = [ep for key, ep in episodes.items() if key not in done_ids]
+    keys = [key for key in episodes if key not in done_ids]
+    todo = (episodes[key]() if callable(episodes[key]) else episodes[key] for key in keys)
 
     with out_file.open("a", encoding="utf-8") as f:
         def save(ep: Episode) -> None:
@@ -139,7 +150,7 @@ def play_and_record(episodes: dict[str, Episode], backend: GenerationBackend, cf
             rec["conversations"] = rec["conversations"][:2] + rec["conversations"][2 + n_icl:]  # drop ICL turns
             append_jsonl(f, rec)
 
-        run_episodes(todo, backend, cfg.sampling(), cfg.batch_size, on_finish=save, total=len(todo),
+        run_episodes(todo, backend, cfg.sampling(), cfg.batch_size, on_finish=save, total=len(keys),
                      desc=desc or f"eval {out_file.stem}")
     order = {key: i for i, key in enumerate(episodes)}
     records = [r for r in read_jsonl(out_file) if r["id"] in order]

@@ -1,6 +1,9 @@
-"""Stage 00: generate the embedded benchmark (train / seen / unseen tasks) and the expert's ReAct trajectories.
+"""Stage 00: the benchmark's tasks (train / seen / unseen) and the expert's ReAct trajectories.
 
-Artifacts in ``<run>/00_environment/``: ``tasks_<split>.jsonl`` (scenes and goals), ``expert_<split>.json``
+``benchmark="household"`` generates the embedded world's tasks and runs its planner expert;
+``benchmark="scienceworld"`` takes variations of the configured ScienceWorld task types (train / dev / test
+variations) and plays their gold action sequences, with thoughts written from each action
+(:mod:`steca_lib.envs.scienceworld.tasks`). Artifacts in ``<run>/00_environment/``: ``tasks_<split>.jsonl`` (scenes and goals), ``expert_<split>.json``
 (FastChat conversations, the SFT data of stage 01), ``expert_stats.jsonl`` (one row per task) and the manifest.
 """
 
@@ -10,13 +13,15 @@ import logging
 import statistics
 import time
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from steca_lib.artifacts import finished_summary, load_manifest, stage_dir, write_manifest
 from steca_lib.config import EnvironmentConfig
 from steca_lib.data import load_trajectories, read_jsonl, save_trajectories, write_jsonl_atomic
-from steca_lib.envs.household import HouseholdEnv, HouseholdExpert, Task
+from steca_lib.envs import BenchmarkTask, task_from_dict
+from steca_lib.envs.household import HouseholdEnv, HouseholdExpert
 from steca_lib.envs.household.generator import generate_split, generate_task_counted
 from steca_lib.envs.household.world import intro_text
 from steca_lib.prompts import INSTRUCTION, observation_turn, react_turn
@@ -25,15 +30,65 @@ STAGE = "00_environment"
 log = logging.getLogger(__name__)
 
 
-def expert_conversation(task: Task, turns: list[tuple[str, str, str]], instruction: str = INSTRUCTION) -> dict:
-    """A FastChat record of an expert run: instruction, OK, task, then action/observation turns (ends on gpt)."""
+def expert_conversation(task: BenchmarkTask, opening: str, turns: list[tuple[str, str, str]],
+                        instruction: str = INSTRUCTION) -> dict:
+    """A FastChat record of an expert run: instruction, OK, the task's opening text, then action/observation turns
+    (ends on gpt)."""
     conv = [{"from": "human", "value": instruction}, {"from": "gpt", "value": "OK"},
-            {"from": "human", "value": intro_text(task)}]
+            {"from": "human", "value": opening}]
     for k, (thought, action, observation) in enumerate(turns):
         conv.append({"from": "gpt", "value": react_turn(thought, action)})
         if k < len(turns) - 1:
             conv.append({"from": "human", "value": observation_turn(observation)})
-    return {"id": task.task_id, "game_file": task.game_file, "family": task.goal.family, "conversations": conv}
+    return {"id": task.task_id, "game_file": task.game_file, "family": task.family, "conversations": conv}
+
+
+def household_split(cfg: EnvironmentConfig, split: str, n: int) -> Iterator[tuple[dict, dict, dict, float]]:
+    """The embedded world's tasks of a split with the planner expert's runs: (task row, record, stats row,
+    expert seconds) per task."""
+    spec = cfg.world_spec()
+    for i in tqdm(range(n), desc=f"{split} tasks", leave=False):
+        task, draws = generate_task_counted(spec, split, i)
+        env = HouseholdEnv(task, max_steps=cfg.max_steps)
+        t0 = time.perf_counter()
+        turns, env = HouseholdExpert(task, seed=cfg.seed).run(env)
+        seconds = time.perf_counter() - t0
+        stats = {"task_id": task.task_id, "split": split, "family": task.family, "room": task.scene.room,
+                 "steps": len(turns), "success": env.won, "draws": draws}
+        yield task.to_dict(), expert_conversation(task, intro_text(task), turns), stats, seconds
+
+
+def scienceworld_split(cfg: EnvironmentConfig, split: str, n: int) -> Iterator[tuple[dict, dict, dict, float]]:
+    """``n`` variations of a split, taken in turn from each task type in variation order; a variation whose gold
+    path is longer than ``max_expert_steps`` or does not win is passed over (counted in ``draws``)."""
+    from steca_lib.envs.scienceworld import task_variations
+    from steca_lib.envs.scienceworld.tasks import INSTRUCTION as SW_INSTRUCTION
+    from steca_lib.envs.scienceworld.tasks import ScienceWorldTask, expert_turns
+
+    pending = {t: iter(task_variations(t, split)) for t in cfg.task_types}
+    bar = tqdm(total=n, desc=f"{split} tasks", leave=False)
+    made = 0
+    while made < n and pending:
+        for task_name in list(pending):
+            if made == n:
+                break
+            for draws, variation in enumerate(pending[task_name], 1):
+                task = ScienceWorldTask(f"{task_name}_{variation}", split, task_name, variation)
+                t0 = time.perf_counter()
+                opening, turns, env = expert_turns(task, cfg.seed, cfg.max_steps)
+                seconds = time.perf_counter() - t0
+                if env.won and len(turns) <= cfg.max_expert_steps:
+                    stats = {"task_id": task.task_id, "split": split, "family": task.family, "room": "",
+                             "steps": len(turns), "success": env.won, "draws": draws}
+                    yield task.to_dict(), expert_conversation(task, opening, turns, SW_INSTRUCTION), stats, seconds
+                    made += 1
+                    bar.update(1)
+                    break
+            else:
+                del pending[task_name]  # no variation left
+    bar.close()
+    if made < n:
+        raise ValueError(f"only {made} usable {split} variations of {cfg.task_types}; asked for {n}")
 
 
 def run_environment_stage(cfg: EnvironmentConfig) -> dict:
@@ -44,22 +99,19 @@ def run_environment_stage(cfg: EnvironmentConfig) -> dict:
         log.info("stage %s already complete in %s", STAGE, out)
         return done
     started = time.time()
-    spec = cfg.world_spec()
+    benchmarks = {"household": household_split, "scienceworld": scienceworld_split}
+    if cfg.benchmark not in benchmarks:
+        raise ValueError(f"unknown benchmark {cfg.benchmark!r}; expected one of {sorted(benchmarks)}")
     stats_rows = []
     env_time, env_steps = 0.0, 0
     for split, n in cfg.split_sizes().items():
         tasks, records = [], []
-        for i in tqdm(range(n), desc=f"{split} tasks", leave=False):
-            task, draws = generate_task_counted(spec, split, i)
-            env = HouseholdEnv(task, max_steps=cfg.max_steps)
-            t0 = time.perf_counter()
-            turns, env = HouseholdExpert(task, seed=cfg.seed).run(env)
-            env_time += time.perf_counter() - t0
-            env_steps += len(turns)
-            tasks.append(task.to_dict())
-            records.append(expert_conversation(task, turns))
-            stats_rows.append({"task_id": task.task_id, "split": split, "family": task.goal.family,
-                               "room": task.scene.room, "steps": len(turns), "success": env.won, "draws": draws})
+        for task, record, stats, seconds in benchmarks[cfg.benchmark](cfg, split, n):
+            env_time += seconds
+            env_steps += stats["steps"]
+            tasks.append(task)
+            records.append(record)
+            stats_rows.append(stats)
         write_jsonl_atomic(tasks, out / f"tasks_{split}.jsonl")
         save_trajectories(records, out / f"expert_{split}.json")
     write_jsonl_atomic(stats_rows, out / "expert_stats.jsonl")
@@ -88,15 +140,23 @@ def summarize_expert(rows: list[dict]) -> dict:
 DEV_TASKS = 60
 
 
-def load_tasks(run_dir: Path, split: str) -> list[Task]:
-    """The tasks of a split written by this stage; ``dev`` is generated on demand from the stage's world spec."""
+def load_tasks(run_dir: Path, split: str) -> list[BenchmarkTask]:
+    """The tasks of a split written by this stage; the household ``dev`` split is generated on demand from the
+    stage's world spec."""
     if split == "dev":
         manifest = load_manifest(Path(run_dir) / STAGE)
         if manifest is None:
             raise FileNotFoundError(f"stage {STAGE} has not finished in {run_dir}")
         cfg = EnvironmentConfig(**manifest["config"])
+        if cfg.benchmark != "household":
+            raise ValueError(f"the dev split exists for the household benchmark only, not {cfg.benchmark!r}")
         return generate_split(cfg.world_spec(), "seen", DEV_TASKS, start=cfg.n_seen)
-    return [Task.from_dict(d) for d in read_jsonl(Path(run_dir) / STAGE / f"tasks_{split}.jsonl")]
+    return [task_from_dict(d) for d in read_jsonl(Path(run_dir) / STAGE / f"tasks_{split}.jsonl")]
+
+
+def run_instruction(run_dir: Path) -> str:
+    """The instruction turn of the run's expert data: the agent is prompted at test time as it was trained."""
+    return load_expert(run_dir)[0]["conversations"][0]["value"]
 
 
 def load_expert(run_dir: Path, split: str = "train") -> list[dict]:

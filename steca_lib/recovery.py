@@ -24,7 +24,7 @@ from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, mo
 from steca_lib.backends import open_backend
 from steca_lib.calibration import load_set
 from steca_lib.data import chat_messages
-from steca_lib.envs.household import HouseholdEnv
+from steca_lib.envs.base import replay
 from steca_lib.episodes import Episode
 from steca_lib.evaluation import EvalConfig, play_and_record, summarize
 from steca_lib.generation import GenerationBackend
@@ -52,16 +52,13 @@ class RecoveryConfig(EvalConfig):
 def _case(key: str, path: ExpertPath, j: int, turn: str, history: list[dict], max_steps: int, meta: dict) -> Episode:
     """The episode after the expert's first ``j`` actions and the deviated ``turn`` (thought + action); the agent
     then has ``max_steps`` more steps, the evaluation's budget."""
-    env = HouseholdEnv(path.task, max_steps=j + 1 + max_steps)
-    env.reset()
-    for a in path.actions[:j]:
-        env.step(a)
+    env = replay(path.task.make_env(j + 1 + max_steps), path.actions[:j])
     result = env.step(parse_react_action(turn) or "")
     messages = chat_messages(history) if history else [
         *path.messages[:3 + 2 * j], {"role": "assistant", "content": turn},
         {"role": "user", "content": observation_turn(result.observation)}]
     return Episode(key=key, env=env, messages=messages,
-                   meta={"family": path.task.goal.family, "step": j, "deviated_turn": turn, **meta})
+                   meta={"family": path.task.family, "step": j, "deviated_turn": turn, **meta})
 
 
 def seen_cases(cfg: RecoveryConfig) -> dict[str, Episode]:

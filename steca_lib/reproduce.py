@@ -80,6 +80,10 @@ def refresh_figures(run_dir: Path, target: Path = REPO / "figures") -> list[Path
 #: Seeds the reproduction runs when none are given (the issue's default: 3 for the embedded cpu profile).
 DEFAULT_SEEDS = {"cpu": [0, 1, 2]}
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+#: Notebooks a profile runs when ``--only`` is not given. The ScienceWorld profiles run stages 01–05 (notebook 00 is
+#: the household world's tour, 06 its comparison and recovery test) and leave ``figures/`` and the README alone.
+PROFILE_NOTEBOOKS = {"smoke-scienceworld": ["01", "02", "03", "04", "05"],
+                     "cpu-scienceworld": ["01", "02", "03", "04", "05"]}
 
 
 def copy_report(run_dir: Path, target: Path = REPO / "figures") -> list[Path]:
@@ -159,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or DEFAULT_SEEDS.get(args.profile, [0])
     records = {}
     for seed in seeds:
-        records[seed] = run_notebooks(args.profile, seed, folder(seed), args.only, params=params)
+        only = args.only if args.only is not None else PROFILE_NOTEBOOKS.get(args.profile)
+        records[seed] = run_notebooks(args.profile, seed, folder(seed), only, params=params)
         for name, st in records[seed]["stages"].items():
             log.info("seed %d  %-28s %-9s %7.1f s", seed, name, st["status"], st["wall_time_s"])
     last = folder(seeds[-1])
-    if not args.no_figures:
+    if not args.no_figures and args.profile not in PROFILE_NOTEBOOKS:
         for p in refresh_figures(last) + copy_report(last):
             log.info("refreshed %s", p.relative_to(REPO) if p.is_relative_to(REPO) else p)
         report = last / "06_report" / "results.md"

@@ -27,7 +27,8 @@ from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, mod
 from steca_lib.backends import open_backend
 from steca_lib.config import PROFILES, RunFolder, config_from_params
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
-from steca_lib.envs.household import HouseholdEnv, Task
+from steca_lib.envs import AgentEnv, BenchmarkTask
+from steca_lib.envs.base import replay
 from steca_lib.episodes import Episode, advance, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks
 from steca_lib.generation import GenerationBackend, Sampling
@@ -49,6 +50,7 @@ class RolloutConfig(RunFolder):
         "cpu-llm": {"n_tasks": 24, "n_samples": 5, "max_steps": 40, "max_new_tokens": 128, "batch_size": 32},
         "paper": {"n_tasks": None, "n_samples": 5, "max_steps": 40, "max_new_tokens": 512, "batch_size": 256,
                   "backend": "vllm", "dtype": "bfloat16"},
+        "cpu-scienceworld": {"n_tasks": 18, "max_steps": 20, "batch_size": 24},
     }
 
     profile: str = "smoke"
@@ -117,16 +119,13 @@ def turn_index(step: int) -> int:
 class ExpertPath:
     """A training task with its expert conversation (role/content) and actions."""
 
-    task: Task
+    task: BenchmarkTask
     messages: list[dict]
     actions: list[str]
 
-    def prefix(self, j: int, max_steps: int) -> tuple[HouseholdEnv, list[dict]]:
+    def prefix(self, j: int, max_steps: int) -> tuple[AgentEnv, list[dict]]:
         """The environment after the expert's first j actions, and the history the agent sees there."""
-        env = HouseholdEnv(self.task, max_steps=max_steps)
-        env.reset()
-        for a in self.actions[:j]:
-            env.step(a)
+        env = replay(self.task.make_env(max_steps), self.actions[:j])
         return env, copy.deepcopy(self.messages[:turn_index(j)])
 
     def reply(self, j: int) -> str:
@@ -172,7 +171,7 @@ class RolloutPlan:
 
     def _episode(self, p: ExpertPath, j: int, branch: str, sample: int) -> Episode:
         env, messages = p.prefix(j, self.cfg.max_steps)
-        meta = {"task_id": p.task.task_id, "family": p.task.goal.family, "step": j, "branch": branch,
+        meta = {"task_id": p.task.task_id, "family": p.task.family, "step": j, "branch": branch,
                 "sample": sample, "expert_action": p.actions[j]}
         return Episode(key=rollout_key(p.task.task_id, j, branch, sample), env=env, messages=messages,
                        meta=meta, sampling=self.cfg.greedy() if sample == GREEDY else self.cfg.sampled())

@@ -8,6 +8,7 @@ import pytest
 from steca_lib.data import DataFormatError, load_trajectories, save_trajectories
 from steca_lib.envs.household import HouseholdExpert, generate_task
 from steca_lib.envs.household.generator import WorldSpec
+from steca_lib.envs.household.world import intro_text
 from steca_lib.expert_data import expert_conversation
 from steca_lib.prompts import INSTRUCTION, parse_react_action
 
@@ -28,7 +29,7 @@ def test_round_trip(tmp_path, style, suffix):
     records = []
     for i in range(5):
         t = generate_task(spec, "train", i)
-        records.append(expert_conversation(t, HouseholdExpert(t).run()[0]))
+        records.append(expert_conversation(t, intro_text(t), HouseholdExpert(t).run()[0]))
     path = tmp_path / f"x{suffix}"
     if suffix == ".json":
         save_trajectories(records, path, style=style)
@@ -40,7 +41,7 @@ def test_round_trip(tmp_path, style, suffix):
 def test_expert_record_layout():
     t = generate_task(WorldSpec(), "train", 3)
     turns = HouseholdExpert(t).run()[0]
-    conv = expert_conversation(t, turns)["conversations"]
+    conv = expert_conversation(t, intro_text(t), turns)["conversations"]
     assert conv[0]["value"] == INSTRUCTION and conv[1]["value"] == "OK"
     assert conv[2]["value"].endswith(f"Your task is to: {t.goal.text}")
     assert conv[-1]["from"] == "gpt" and len(conv) == 3 + 2 * len(turns) - 1

@@ -106,6 +106,29 @@ def test_runner_batches_episodes_and_keeps_the_protocol():
     assert rec["conversations"][-1]["from"] == "gpt"
 
 
+def test_runner_reads_episodes_lazily_one_per_free_slot():
+    """Environments that hold a simulator from their reset on (ScienceWorld) must not all start at once."""
+    tasks = [generate_task(WorldSpec(), "seen", i) for i in range(10)]
+    backend = ScriptedBackend(tasks)
+    started = []
+    live_at_call = []
+
+    def episodes():
+        for t in tasks:
+            started.append(t.task_id)
+            yield task_episode(t, 40, [])
+
+    generate = backend.generate
+    def counting(prompts, sampling):
+        live_at_call.append(len(started) - len(finished_keys))
+        return generate(prompts, sampling)
+    backend.generate = counting
+    finished_keys = []
+    run_episodes(episodes(), backend, Sampling(), batch_size=3, total=len(tasks),
+                 on_finish=lambda ep: finished_keys.append(ep.key))
+    assert len(finished_keys) == 10 and max(live_at_call) == 3
+
+
 def test_bootstrap_ci():
     mean, low, high = bootstrap_ci([1, 0] * 50, n_boot=4000, seed=1)
     assert mean == 0.5 and 0.38 < low < 0.45 and 0.55 < high < 0.62

@@ -55,6 +55,17 @@ class Task:
     goal: Goal
 
     @property
+    def family(self) -> str:
+        """The task family (``goal.family``), as every benchmark's tasks name it."""
+        return self.goal.family
+
+    def make_env(self, max_steps: int = 40):
+        """A fresh episode of this task in the embedded world."""
+        from steca_lib.envs.household.world import HouseholdEnv
+
+        return HouseholdEnv(self, max_steps=max_steps)
+
+    @property
     def game_file(self) -> str:
         """An ALFWorld-style game path: ``household/<split>/<family>-<Obj>-None-<Recep>-<floorplan>/trial_<n>``."""
         target = camel(self.goal.recep or self.goal.lamp or "None")
