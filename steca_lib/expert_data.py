@@ -3,7 +3,9 @@
 ``benchmark="household"`` generates the embedded world's tasks and runs its planner expert;
 ``benchmark="scienceworld"`` takes variations of the configured ScienceWorld task types (train / dev / test
 variations) and plays their gold action sequences, with thoughts written from each action
-(:mod:`steca_lib.envs.scienceworld.tasks`). Artifacts in ``<run>/00_environment/``: ``tasks_<split>.jsonl`` (scenes and goals), ``expert_<split>.json``
+(:mod:`steca_lib.envs.scienceworld.tasks`).
+
+Artifacts in ``<run>/00_environment/``: ``tasks_<split>.jsonl`` (one task per row), ``expert_<split>.json``
 (FastChat conversations, the SFT data of stage 01), ``expert_stats.jsonl`` (one row per task) and the manifest.
 """
 
