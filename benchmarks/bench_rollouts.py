@@ -1,11 +1,11 @@
 """Rollout engine vs the naive path vs the hardware limit, measured side by side in one run.
 
-    .venv/bin/python benchmarks/bench_rollouts.py --run-dir runs/cpu-seed0 [--tasks 1] [--samples 5]
+    .venv/bin/python benchmarks/bench_rollouts.py --run-dir runs/cpu-seed0 [--tasks 4] [--samples 5]
 
 Needs stages 00 and 01 of that run. On the same model, tasks and N it runs stage 02's work twice:
 (a) naive: one ``generate`` call per episode per turn on the full history, episodes one after another (what the
-paper's pipeline does per worker request); (b) the engine: prefix-cached batched generation with continuous
-batching. The naive path runs until ``--naive-budget`` seconds and is measured on the episodes it finished in
+paper's pipeline does per worker request); (b) the engine: prefix-cached generation with token-level
+continuous batching. The naive path runs until ``--naive-budget`` seconds and is measured on the episodes it finished in
 that time. (c) limit: tokens/s of a bare batched forward pass (one new token per row, KV cache of the engine's
 mean prompt length) at the engine's batch size. Prints env-steps/s and generated tokens/s of each, then
 ``speedup: <engine/naive>`` and ``limit_fraction: <engine/limit>``.
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from steca_lib.config import config_from_params
-from steca_lib.generation import HFBackend
+from steca_lib.generation import HFBackend, serving
 from steca_lib.kv_engine import CachedHFBackend
 from steca_lib.models import load_model, load_tokenizer
 from steca_lib.rollouts import RolloutConfig, run_rollouts
@@ -44,11 +44,17 @@ class Counting:
     def generated_tokens(self) -> int:
         return self.backend.generated_tokens
 
-    def generate(self, prompts, sampling):
-        if self.budget_s is not None and time.perf_counter() - self.start > self.budget_s:
-            raise OutOfTime
-        self.replies += len(prompts)
-        return self.backend.generate(prompts, sampling)
+    def serve(self, take, on_reply, slots):
+        def timed_take(n):
+            if self.budget_s is not None and time.perf_counter() - self.start > self.budget_s:
+                raise OutOfTime
+            return take(n)
+
+        def counted(req, reply):
+            self.replies += 1
+            on_reply(req, reply)
+
+        serving(self.backend)(timed_take, counted, slots)
 
 
 def measure(cfg: RolloutConfig, backend, budget_s: float | None = None) -> dict:
@@ -88,7 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default="runs/cpu-seed0")
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--tasks", type=int, default=1)
+    ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--naive-budget", type=float, default=300.0,

@@ -1,7 +1,8 @@
-"""Run many agent episodes at once: one batched generation call per turn for every live episode.
+"""Run many agent episodes at once: the backend answers every live episode's prompt together.
 
-Finished episodes leave the pool and queued ones join (continuous batching). Used by evaluation, and by the
-exploration and Monte Carlo stages, which start episodes from expert prefixes instead of from the task start.
+A reply steps its episode at once; finished episodes leave and queued ones join (continuous batching). Used by
+evaluation, and by the exploration and Monte Carlo stages, which start episodes from expert prefixes instead of
+from the task start.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from steca_lib.data import fastchat_turns
 from steca_lib.envs.base import AgentEnv
-from steca_lib.generation import GenerationBackend, Messages, Sampling
+from steca_lib.generation import GenerationBackend, Messages, Request, Sampling, serving
 from steca_lib.prompts import NO_ACTION_OBSERVATION, observation_turn, parse_react_action
 
 
@@ -70,47 +71,59 @@ def run_episodes(episodes: Iterable[Episode], backend: GenerationBackend, sampli
                  on_finish: Callable[[Episode], None] | None = None, total: int | None = None,
                  desc: str = "episodes",
                  after_turn: Callable[[Episode], Iterable[Episode]] | None = None) -> list[Episode]:
-    """Play every episode to its end with a pool of ``batch_size`` live episodes; returns them in finish order.
+    """Play every episode to its end with at most ``batch_size`` live episodes; returns them in finish order.
 
-    Each turn is one ``backend.generate`` call for the whole pool, with every episode's own decoding setting and a
-    seed from :func:`turn_seed`. ``after_turn`` may return new episodes (e.g. Monte Carlo continuations branched
-    from the state just reached); they join the pool before queued ones, while their shared prefix is cached.
-    Episodes that arrive already finished are passed to ``on_finish`` without generating. ``episodes`` is read
-    lazily, one episode per free slot, so a generator keeps only the live pool in memory (environments such as
-    ScienceWorld hold a simulator per live episode).
+    The backend answers every live episode's prompt together (:func:`~steca_lib.generation.serving`: the engine
+    at the token level, other backends one turn at a time), each with its own decoding setting and a seed from
+    :func:`turn_seed`. A reply steps its episode at once. ``after_turn`` may return new episodes (e.g. Monte Carlo
+    continuations branched from the state just reached); they start before queued ones, while their shared prefix
+    is cached. Episodes that arrive already finished are passed to ``on_finish`` without generating. ``episodes``
+    is read lazily, one episode per free slot, so a generator keeps only the live pool in memory (environments such
+    as ScienceWorld hold a simulator per live episode).
     """
     source = iter(episodes)
-    queue: deque[Episode] = deque()
-    pool: list[Episode] = []
+    ready: deque[Episode] = deque()  # live episodes waiting for their next reply
+    spawned: deque[Episode] = deque()  # continuations not started yet
     finished: list[Episode] = []
+    live = 0
     bar = tqdm(total=total if total is not None else len(episodes), desc=desc, unit="episode", leave=False)
+
     def finish(ep: Episode) -> None:
         finished.append(ep)
         bar.update(1)
         if on_finish:
             on_finish(ep)
 
-    while True:
-        while len(pool) < batch_size:
-            ep = queue.popleft() if queue else next(source, None)
-            if ep is None:
-                break
-            finish(ep) if ep.done else pool.append(ep)
-        if not pool:
-            break
-        settings = [replace(ep.sampling or sampling, seed=turn_seed((ep.sampling or sampling).seed, ep.key,
-                                                                    ep.agent_turns)) for ep in pool]
-        replies = backend.generate([ep.messages for ep in pool], settings)
-        still, spawned = [], []
-        for ep, reply in zip(pool, replies):
-            advance(ep, reply)
-            if after_turn is not None:
-                spawned.extend(after_turn(ep))
-            if ep.done:
-                finish(ep)
-            else:
-                still.append(ep)
-        pool = still
-        queue.extendleft(reversed(spawned))
+    def start() -> Episode | None:
+        """The next episode to start (spawned ones first), passing finished ones straight through."""
+        nonlocal live
+        while (ep := spawned.popleft() if spawned else next(source, None)) is not None:
+            if not ep.done:
+                live += 1
+                return ep
+            finish(ep)
+        return None
+
+    def take(n: int) -> list[Request]:
+        out = []
+        while len(out) < n and (ep := ready.popleft() if ready else (start() if live < batch_size else None)):
+            setting = ep.sampling or sampling
+            out.append(Request(ep.messages, replace(setting, seed=turn_seed(setting.seed, ep.key, ep.agent_turns)),
+                               ep))
+        return out
+
+    def on_reply(req: Request, reply: str | None) -> None:
+        nonlocal live
+        ep = req.tag
+        advance(ep, reply)
+        if after_turn is not None:
+            spawned.extendleft(reversed(list(after_turn(ep))))
+        if ep.done:
+            live -= 1
+            finish(ep)
+        else:
+            ready.append(ep)
+
+    serving(backend)(take, on_reply, batch_size)
     bar.close()
     return finished

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 Messages = list[dict[str, str]]
 
@@ -65,6 +65,34 @@ class GenerationBackend(Protocol):
     def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
         """One reply per prompt (one ``Sampling`` for all, or one each); None where the prompt no longer fits
         the model's context."""
+
+
+@dataclass
+class Request:
+    """One prompt for :func:`serving`: the chat history, its decoding setting, and the caller's handle."""
+
+    messages: Messages
+    sampling: Sampling
+    tag: Any = None
+
+
+Take = Callable[[int], list[Request]]
+OnReply = Callable[[Request, "str | None"], None]
+
+
+def serving(backend: GenerationBackend) -> Callable[[Take, OnReply, int], None]:
+    """The backend's ``serve(take, on_reply, slots)``: ``take(n)`` hands over up to ``n`` requests that are ready,
+    ``on_reply`` gets each reply and may ready new requests. Backends with their own (token-level) ``serve`` use
+    it; the others answer one batch per ``generate`` call, i.e. one agent turn of every live episode."""
+    if hasattr(backend, "serve"):
+        return backend.serve
+
+    def by_turns(take: Take, on_reply: OnReply, slots: int) -> None:
+        while batch := take(slots):
+            for req, reply in zip(batch, backend.generate([r.messages for r in batch], [r.sampling for r in batch])):
+                on_reply(req, reply)
+
+    return by_turns
 
 
 def require(module: str, install: str):

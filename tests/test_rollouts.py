@@ -15,8 +15,9 @@ import pytest
 from steca_lib.config import config_from_params
 from steca_lib.data import chat_messages, recover_jsonl
 from steca_lib.expert_data import load_expert
-from steca_lib.generation import HFBackend, Sampling
-from steca_lib.kv_engine import CachedHFBackend, gumbel_block
+from steca_lib.generation import HFBackend, Request, Sampling
+from steca_lib import kv_engine
+from steca_lib.kv_engine import CachedHFBackend, gumbel_block, prefill_groups
 from steca_lib.models import load_model, load_tokenizer
 from steca_lib.rollouts import RolloutConfig, load_rollouts, merge_shards, run_rollouts
 from steca_lib.step_rewards import mc_reward, step_reward_rows
@@ -75,6 +76,44 @@ def test_cached_engine_samples_per_row_seeds(smoke_run, model_and_tokenizer):
     alone = [CachedHFBackend(model, tok).generate([p], s)[0] for p, s in zip(prompts, settings)]
     assert batched == alone  # a row's sample does not depend on its batch neighbours
     assert engine.generate(prompts, [Sampling(temperature=1.0, max_new_tokens=24, seed=99)] * len(prompts)) != batched
+
+
+def test_engine_hands_replies_back_as_they_end(smoke_run, model_and_tokenizer, monkeypatch):
+    """Token-level continuous batching: a short reply comes back while a long one is still decoding, a prompt the
+    caller readies in ``on_reply`` joins at once, and every reply equals plain ``generate`` on its own, through
+    joins, packing and reframes of the key/value buffers."""
+    model, tok = model_and_tokenizer
+    prompts = history_prompts(smoke_run[0], 8)
+    budgets = [4 if i % 3 else 40 for i in range(len(prompts))]
+    settings = [Sampling(max_new_tokens=b, stop=()) for b in budgets]
+    plain = [HFBackend(model, tok).generate([p], s)[0] for p, s in zip(prompts, settings)]
+    reframes = []
+    real_reframe = kv_engine._Slots.reframe
+    monkeypatch.setattr(kv_engine._Slots, "reframe", lambda self, *a: reframes.append(a) or real_reframe(self, *a))
+    waiting = [Request(p, s, i) for i, (p, s) in enumerate(zip(prompts, settings))]
+    order, got = [], {}
+
+    def take(n):
+        batch, waiting[:] = waiting[:min(n, 1)], waiting[min(n, 1):]  # one request ready at a time
+        return batch
+
+    def on_reply(req, text):
+        order.append(req.tag)
+        got[req.tag] = text
+
+    CachedHFBackend(model, tok).serve(take, on_reply, slots=3)
+    assert [got[i] for i in range(len(prompts))] == plain
+    assert order != sorted(order)  # short replies overtook the long first one
+    assert reframes  # the shared clock ran past the buffers at least once
+
+
+def test_prefill_groups_pad_less_than_one_batch():
+    fresh = [30, 1000, 25, 40, 900, 35]
+    groups = prefill_groups(fresh, overhead=64)
+    assert sorted(i for g in groups for i in g) == list(range(len(fresh)))
+    padded = sum(len(g) * max(fresh[i] for i in g) + 64 for g in groups)
+    assert padded < len(fresh) * max(fresh) + 64
+    assert prefill_groups([7, 7, 7]) == [[0, 1, 2]]  # equal lengths: one pass
 
 
 def test_cached_engine_reports_prompts_beyond_context(model_and_tokenizer):
