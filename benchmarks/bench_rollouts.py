@@ -4,9 +4,9 @@
 
 Needs stages 00 and 01 of that run. On the same model, tasks and N it runs stage 02's work twice:
 (a) naive: one ``generate`` call per episode per turn on the full history, episodes one after another (what the
-paper's pipeline does per worker request); (b) the engine: prefix-cached generation with token-level
-continuous batching. The naive path runs until ``--naive-budget`` seconds and is measured on the episodes it finished in
-that time. (c) limit: tokens/s of a bare batched forward pass (one new token per row, KV cache of the engine's
+paper's pipeline does per worker request); (b) the engine: prefix-cached generation with token-level continuous
+batching. The naive path runs until ``--naive-budget`` seconds and is measured on the episodes it finished in that
+time. (c) limit: tokens/s of a bare batched forward pass (one new token per row, KV cache of the engine's
 mean prompt length) at the engine's batch size. Prints env-steps/s and generated tokens/s of each, then
 ``speedup: <engine/naive>`` and ``limit_fraction: <engine/limit>``.
 """

@@ -119,6 +119,10 @@ class HFBackend:
         texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
+    def fits(self, ids: list[int], sampling: Sampling) -> bool:
+        """Whether a prompt of these token ids and its longest reply fit the model's context."""
+        return self.max_context is None or len(ids) + sampling.max_new_tokens <= self.max_context
+
     def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
         replies: list[str | None] = [None] * len(prompts)
         for setting, idx in grouped(prompts, sampling).items():
@@ -130,7 +134,7 @@ class HFBackend:
         import torch
 
         ids = self.encode(prompts)
-        fits = [self.max_context is None or len(x) + sampling.max_new_tokens <= self.max_context for x in ids]
+        fits = [self.fits(x, sampling) for x in ids]
         batch = [x for x, ok in zip(ids, fits) if ok]
         replies: list[str | None] = [None] * len(prompts)
         if not batch:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from transformers import Cache
+from transformers.generation.logits_process import TopPLogitsWarper
+from transformers.generation.stopping_criteria import StopStringCriteria
 
-from steca_lib.generation import HFBackend, Messages, Request, Sampling, cut_at_stop, per_prompt
+from steca_lib.generation import HFBackend, Messages, OnReply, Request, Sampling, Take, cut_at_stop, per_prompt
 
 #: Decoding steps of Gumbel noise drawn at once per sampled row.
 NOISE_BLOCK = 16
@@ -242,7 +243,7 @@ class _Slots:
             st = req.sampling
             self.req[s], self.ids[s], self.gen[s], self.source[s] = req, x, [], source[0]
             self.gens[s] = torch.Generator(device=self.dev).manual_seed(st.seed) if st.temperature > 0 else None
-            self.top_p[s] = self.backend.top_p_warper(st.top_p) if self.gens[s] is not None and st.top_p < 1 else None
+            self.top_p[s] = TopPLogitsWarper(st.top_p) if self.gens[s] is not None and st.top_p < 1 else None
             self.budget[s] = st.max_new_tokens
         self.pos[rows] = torch.tensor([len(x) for x in ids], device=self.dev)
         self.length[rows] = torch.tensor([n + F for n in reuse], device=self.dev)  # prefix, then the chunk
@@ -350,17 +351,9 @@ class CachedHFBackend(HFBackend):
 
     def stop_criteria(self, stop: tuple[str, ...]):
         """Transformers' stop-string matcher for these strings (built once: it precomputes token tables)."""
-        from transformers.generation.stopping_criteria import StopStringCriteria
-
         if stop and stop not in self._stops:
             self._stops[stop] = StopStringCriteria(self.tokenizer, list(stop))
         return self._stops.get(stop)
-
-    @staticmethod
-    def top_p_warper(top_p: float):
-        from transformers.generation.logits_process import TopPLogitsWarper
-
-        return TopPLogitsWarper(top_p)
 
     def generate(self, prompts: list[Messages], sampling: Sampling | list[Sampling]) -> list[str | None]:
         queue = deque(Request(m, s, i) for i, (m, s) in enumerate(zip(prompts, per_prompt(sampling, len(prompts)))))
@@ -372,8 +365,7 @@ class CachedHFBackend(HFBackend):
         self.serve(lambda n: [queue.popleft() for _ in range(min(n, len(queue)))], reply, max(len(prompts), 1))
         return replies
 
-    def serve(self, take: Callable[[int], list[Request]], on_reply: Callable[[Request, str | None], None],
-              slots: int) -> None:
+    def serve(self, take: Take, on_reply: OnReply, slots: int) -> None:
         """Answer requests as they come: ``take(n)`` returns up to ``n`` requests ready now (an empty list when
         none is), and ``on_reply`` gets each reply as soon as it ends; it may make new requests ready. Returns
         when nothing is decoding and ``take`` has nothing more. A prompt that does not fit the context gets None.
@@ -402,11 +394,11 @@ class CachedHFBackend(HFBackend):
                 state.step()
                 self._hand_back(state, on_reply)
 
-    def _fitting(self, reqs: list[Request], on_reply) -> tuple[list[Request], list[np.ndarray]]:
+    def _fitting(self, reqs: list[Request], on_reply: OnReply) -> tuple[list[Request], list[np.ndarray]]:
         """The requests whose prompt and reply fit the context, with their token ids; the others get None."""
         fits, ids = [], []
         for req, x in zip(reqs, self.encode([r.messages for r in reqs]) if reqs else []):
-            if self.max_context is None or len(x) + req.sampling.max_new_tokens <= self.max_context:
+            if self.fits(x, req.sampling):
                 fits.append(req)
                 ids.append(np.asarray(x, dtype=np.int64))
             else:
@@ -414,7 +406,7 @@ class CachedHFBackend(HFBackend):
         return fits, ids
 
     @staticmethod
-    def _hand_back(state: _Slots, on_reply) -> None:
+    def _hand_back(state: _Slots, on_reply: OnReply) -> None:
         """Pass the replies that ended to the caller (after the engine's own bookkeeping is done)."""
         done, state.finished = state.finished, []
         for req, text in done:
