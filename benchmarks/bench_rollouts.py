@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -72,8 +73,13 @@ def measure(cfg: RolloutConfig, backend, budget_s: float | None = None) -> dict:
             "env_steps_per_s": counting.replies / wall, "tokens_per_s": (backend.generated_tokens - tokens0) / wall}
 
 
-def forward_limit(model, batch: int, context: int, steps: int = 32) -> float:
-    """Tokens/s of bare one-token forward passes for ``batch`` rows over a ``context``-token static KV cache."""
+def forward_limit(model, batch: int, context: int, steps: int = 32, repeats: int = 5) -> float:
+    """Tokens/s of bare one-token forward passes for ``batch`` rows over a ``context``-token static KV cache: the
+    median of ``repeats`` runs of ``steps`` passes (single runs varied by ±10% on a 2-core machine)."""
+    return statistics.median(_forward_rate(model, batch, context, steps) for _ in range(repeats))
+
+
+def _forward_rate(model, batch: int, context: int, steps: int) -> float:
     from transformers import StaticCache
 
     cache = StaticCache(config=model.config, max_cache_len=context + steps + 1)

@@ -19,7 +19,7 @@ from steca_lib.config import config_from_params, resolve_run_dir
 from steca_lib.data import read_jsonl, write_json_atomic
 from steca_lib.evaluation import EvalConfig, run_eval_stage
 from steca_lib.iteration import iterate
-from steca_lib.metrics import seed_ci
+from steca_lib.metrics import paired_bootstrap_diff, seed_ci
 from steca_lib.recovery import RecoveryConfig, run_recovery_stage
 from steca_lib.reinforced import NoTrainingData, ReinforcedConfig, run_reinforced_stage
 from steca_lib.sft import model_dir as sft_model_dir
@@ -221,6 +221,45 @@ def comparison_rows(runs: list[Path], keys: list[str], profile: str, stage: str 
     return rows
 
 
+def _outcomes(run: Path, key: str, profile: str, split: str) -> dict[str, bool]:
+    """Task id → success of a method's finished evaluation in ``run`` (empty when missing or stale)."""
+    if _current(run, key, profile) is None:
+        return {}
+    return {r["id"]: bool(r["meta"]["success"]) for r in read_jsonl(eval_folder(run, key, profile) / f"{split}.jsonl")}
+
+
+def paired_rows(runs: list[Path], keys: list[str], profile: str, ours: str = "steca") -> list[dict]:
+    """STeCa minus each other method, per split: the mean paired difference over the seeds both have, on the same
+    tasks, with a 95% bootstrap interval over tasks within each seed (seeds fixed). Pairing removes what the
+    methods share, such as a seed's SFT warm-up, which the pooled table's intervals over seeds carry."""
+    rows = []
+    for key in (k for k in keys if k != ours):
+        row = {"key": key, "method": method(key).label, "seeds": 0}
+        for split in SPLITS:
+            groups = []
+            for run in runs:
+                a, b = _outcomes(run, ours, profile, split), _outcomes(run, key, profile, split)
+                common = sorted(a.keys() & b.keys())
+                if common:
+                    groups.append(([a[t] for t in common], [b[t] for t in common]))
+            diff, low, high = paired_bootstrap_diff(groups)
+            row[split] = {"diff": diff, "ci_low": low, "ci_high": high}
+            row["seeds"] = max(row["seeds"], len(groups))
+        if row["seeds"]:
+            rows.append(row)
+    return rows
+
+
+def paired_table(rows: list[dict]) -> str:
+    """The paired differences as a Markdown table (points, 95% interval)."""
+    lines = ["| STeCa minus | Seeds | Seen (points) | Unseen (points) |", "|---|---|---|---|"]
+    for r in rows:
+        cells = [f"{100 * r[s]['diff']:+.1f} [{100 * r[s]['ci_low']:+.1f}, {100 * r[s]['ci_high']:+.1f}]"
+                 for s in SPLITS]
+        lines.append(f"| {r['method']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None or x != x else f"{100 * x:.1f}"
 
@@ -296,6 +335,10 @@ def write_report(runs: list[Path], keys: list[str], ablations: list[str], profil
     main = comparison_rows(runs, keys, profile)
     parts = ["**Main table** (success %, 95% CI; ALFWorld-paper numbers for reference, not comparable in scale):",
              "", markdown_table(main)]
+    paired = paired_rows(runs, keys, profile)
+    if paired:
+        parts += ["", "**STeCa minus each method** (percentage points on the same tasks and seeds; 95% bootstrap "
+                  "over tasks within each seed, seeds fixed):", "", paired_table(paired)]
     abl = comparison_rows(runs, ["steca", *ablations], profile)
     if len(abl) > 1:
         parts += ["", "**Ablations** (STeCa first):", "", markdown_table(abl)]
@@ -307,6 +350,7 @@ def write_report(runs: list[Path], keys: list[str], ablations: list[str], profil
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     write_csv(main + [r for r in abl if r["key"] != "steca"], out / "results.csv")
-    write_json_atomic({"runs": [str(r) for r in runs], "main": main, "ablations": abl, "recovery": rec},
+    write_json_atomic({"runs": [str(r) for r in runs], "main": main, "paired": paired, "ablations": abl,
+                       "recovery": rec},
                       out / "results.json")
     return text

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from steca_lib.prompt_ids import PromptEncoder
+
 Messages = list[dict[str, str]]
 
 #: The paper's stop strings (its FastChat worker stops there); the reply is cut before them.
@@ -113,11 +115,8 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
         self.generated_tokens = 0
-
-    def encode(self, prompts: list[Messages]) -> list[list[int]]:
-        """Token ids of each chat history with the assistant prompt appended."""
-        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        self.encode = PromptEncoder(tokenizer)
+        """Token ids of chat histories with the assistant prompt appended (each text piece tokenised once)."""
 
     def fits(self, ids: list[int], sampling: Sampling) -> bool:
         """Whether a prompt of these token ids and its longest reply fit the model's context."""

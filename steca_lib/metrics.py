@@ -31,3 +31,17 @@ def seed_ci(values, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, fl
     t = T_975.get(df) or next((T_975[k] for k in sorted(T_975, reverse=True) if k <= df), 1.96)
     half = t * x.std(ddof=1) / np.sqrt(x.size)
     return float(x.mean()), float(max(bounds[0], x.mean() - half)), float(min(bounds[1], x.mean() + half))
+
+
+def paired_bootstrap_diff(groups, n_boot: int = 10_000, alpha: float = 0.05,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """Mean paired difference ``a - b`` and its ``1 - alpha`` percentile-bootstrap interval, for ``groups`` of
+    aligned outcome arrays ``(a, b)`` (one group per seed; the same tasks in both): tasks are resampled within each
+    group and the group means averaged, so seeds count as fixed and the interval covers task sampling only."""
+    rng = np.random.default_rng(seed)
+    diffs = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in groups]
+    if not diffs or any(d.size == 0 for d in diffs):
+        return float("nan"), float("nan"), float("nan")
+    boots = np.mean([d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1) for d in diffs], axis=0)
+    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return float(np.mean([d.mean() for d in diffs])), float(low), float(high)

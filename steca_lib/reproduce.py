@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from steca_lib.artifacts import package_versions
+from steca_lib.comparison import sibling_runs
 from steca_lib.config import PROFILES, parse_assignments, resolve_run_dir
 from steca_lib.data import write_json_atomic
 
@@ -116,6 +117,14 @@ def stage_times(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def run_seed(run: Path) -> int:
+    """The seed of a run folder named ``<profile>-seed<k>``."""
+    found = re.search(r"seed(\d+)$", Path(run).name)
+    if not found:
+        raise ValueError(f"{run} is not a <profile>-seed<k> run folder")
+    return int(found.group(1))
+
+
 def results_section(times: dict[int, dict[str, float]], profile: str, report: str) -> str:
     """The README's generated block: the report and the wall time of every stage per seed."""
     seeds = list(times)
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("refreshed %s", p.relative_to(REPO) if p.is_relative_to(REPO) else p)
         report = last / "06_report" / "results.md"
         if report.exists():
-            times = {seed: stage_times(folder(seed)) for seed in seeds}
+            times = {run_seed(run): stage_times(run) for run in sibling_runs(last, args.profile)}  # seeds pooled
             update_readme(results_section(times, args.profile, report.read_text()))
             log.info("README results section refreshed")
     return 0

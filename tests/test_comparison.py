@@ -15,7 +15,7 @@ from steca_lib.calibration import CalibrationConfig, load_set, run_calibration_s
 from steca_lib.config import config_from_params, parse_assignments
 from steca_lib.data import write_jsonl_atomic
 from steca_lib.evaluation import EvalConfig
-from steca_lib.metrics import seed_ci
+from steca_lib.metrics import paired_bootstrap_diff, seed_ci
 from steca_lib.prompts import parse_react_action
 from steca_lib.recovery import RecoveryConfig, run_recovery_stage, seen_cases, unseen_cases
 from steca_lib.rollouts import expert_paths
@@ -123,6 +123,29 @@ def test_main_table_pools_seeds_with_the_papers_numbers(tmp_path):
     assert text.count("| SFT |") == 1 and (tmp_path / "report" / "results.csv").read_text().count("\n") == 5
 
 
+def test_paired_differences_use_the_same_tasks_and_seeds(tmp_path):
+    runs = [tmp_path / f"smoke-seed{s}" for s in range(2)]
+    for run in runs:
+        fake_eval(run, "sft", [1, 0, 0, 0], [1, 1, 0, 0])
+        fake_eval(run, "steca", [1, 1, 0, 0], [1, 1, 0, 0])
+    fake_eval(runs[0], "ipr", [0, 0, 0, 0], [1, 1, 1, 1])  # one seed only
+    sft, ipr = comparison.paired_rows(runs, ["sft", "ipr", "steca", "rft"], "smoke")
+    assert (sft["key"], sft["seeds"], ipr["seeds"]) == ("sft", 2, 1)
+    assert sft["seen"]["diff"] == pytest.approx(0.25) and 0.0 <= sft["seen"]["ci_low"] < 0.25 < sft["seen"]["ci_high"]
+    assert sft["unseen"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}  # same outcomes on every task
+    assert ipr["seen"]["diff"] == pytest.approx(0.5) and ipr["unseen"]["diff"] == pytest.approx(-0.5)
+    table = comparison.paired_table([sft, ipr])
+    assert "| SFT | 2 | +25.0 [" in table and "| IPR (1 iteration) | 1 | +50.0 [" in table
+    assert "STeCa minus each method" in comparison.write_report(runs, ["sft", "steca"], [], "smoke", tmp_path / "r")
+
+
+def test_paired_bootstrap_holds_seeds_fixed():
+    # a seed where the two always agree adds no spread; the other seed's tasks do
+    mean, low, high = paired_bootstrap_diff([([1, 1, 0, 0], [1, 1, 0, 0]), ([1, 1, 1, 1], [0, 0, 1, 1])])
+    assert mean == pytest.approx(0.25) and low < mean < high and high <= 0.5 and low >= 0.0
+    assert math.isnan(paired_bootstrap_diff([])[0])
+
+
 def test_readme_block_is_refreshed_and_nothing_else(tmp_path):
     readme = tmp_path / "README.md"
     start, end = reproduce.README_MARKERS
@@ -142,6 +165,9 @@ def test_readme_block_is_refreshed_and_nothing_else(tmp_path):
     section = reproduce.results_section(times, "cpu", "T\n")
     assert "| 01 SFT | 1.0 | 1.5 |" in section and "| 05 evaluation (every method) | — | 0.2 |" in section
     assert "| 01 evaluation | 0.5 | — |" in section
+    assert reproduce.run_seed(tmp_path / "cpu-seed12") == 12
+    with pytest.raises(ValueError, match="seed"):
+        reproduce.run_seed(tmp_path / "elsewhere")
 
 
 def test_reproduction_skips_finished_notebooks_and_stops_at_a_failure(tmp_path):

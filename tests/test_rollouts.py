@@ -107,6 +107,33 @@ def test_engine_hands_replies_back_as_they_end(smoke_run, model_and_tokenizer, m
     assert reframes  # the shared clock ran past the buffers at least once
 
 
+def test_lane_attention_equals_attention_over_the_longest_row():
+    """Each lane attends over its own longest row's columns; masked columns before them change nothing."""
+    import torch
+
+    torch.manual_seed(0)
+    rows, width = 6, 20
+    q, k, v = torch.randn(rows, 4, 1, 8), torch.randn(rows, 2, width, 8), torch.randn(rows, 2, width, 8)
+    held = [20, 3, 12, 5, 9, 1]  # columns each row holds, ending at the last one
+    mask = torch.full((rows, 1, 1, width), torch.finfo(torch.float32).min)
+    for r, n in enumerate(held):
+        mask[r, ..., width - n:] = 0
+    lanes = [(0, 2, 0), (2, 4, width - 12), (4, 6, width - 9)]
+    out, _ = kv_engine.lane_attention(q, k, v, mask, 0.5, lanes)
+    full = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.5, enable_gqa=True)
+    torch.testing.assert_close(out, full.transpose(1, 2))
+
+
+def test_joining_prompts_go_to_the_lane_of_their_length(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    slots = kv_engine._Slots(CachedHFBackend(model, tok), cap=8, width=16)  # 4 lanes of 2 slots
+    for s, n in ((0, 900), (2, 500), (4, 300), (6, 100)):  # one live row per lane, longest first
+        slots.req[s], slots.length[s] = Request([], Sampling()), n
+    assert slots.place([950, 120, 520]) == [1, 7, 3]
+    slots.req[7] = Request([], Sampling())
+    assert slots.place([80]) == [5]  # its lane is full: the nearest lane with a free slot
+
+
 def test_prefill_groups_pad_less_than_one_batch():
     fresh = [30, 1000, 25, 40, 900, 35]
     groups = prefill_groups(fresh, overhead=64)
