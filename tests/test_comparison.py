@@ -120,7 +120,8 @@ def test_main_table_pools_seeds_with_the_papers_numbers(tmp_path):
     length = comparison.breakdown(runs, ["sft"], "smoke", by="length")["SFT"]
     assert length == {"≤ 7": (1.0, 6), "8–13": (0.5, 6), "> 13": (0.0, 12)}
     text = comparison.write_report(runs, ["sft", "steca"], [], "smoke", tmp_path / "report")
-    assert text.count("| SFT |") == 1 and (tmp_path / "report" / "results.csv").read_text().count("\n") == 5
+    assert text.count("| SFT |") == 2  # the main table's row and the paired table's (STeCa minus SFT)
+    assert (tmp_path / "report" / "results.csv").read_text().count("\n") == 5
 
 
 def test_paired_differences_use_the_same_tasks_and_seeds(tmp_path):
