@@ -57,8 +57,8 @@ class _Row:
 
 
 #: Decode attention runs per lane (a contiguous range of slots) over the columns of the lane's longest row, and
-#: joining prompts go to the lane whose rows are closest in length, so short rows do not attend over long rows'
-#: columns. More lanes fit lengths better but call attention once more per layer each.
+#: joining prompts go to the lane of their length rank, so short rows do not attend over long rows' columns. More
+#: lanes fit lengths better but call attention once more per layer each.
 LANES = 4
 
 #: Cost of one prefill forward pass beyond its tokens, in padded tokens: joining prompts are split into groups of
@@ -103,9 +103,10 @@ def column_runs(cols: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """Transformers' SDPA attention, except that a prefill (several query tokens) attends over the grouped key/value
-    heads as they are (``enable_gqa``) instead of over copies repeated per query head: 3.1 against 4.2 ms per layer
-    at the engine's mean prefill shape on CPU (measured). Decode steps (one query token) copy nothing already."""
+    """Transformers' SDPA attention, except that a decode step given ``lanes`` attends per lane
+    (:func:`lane_attention`), and a prefill (several query tokens) attends over the grouped key/value heads as they
+    are (``enable_gqa``) instead of over copies repeated per query head: 3.1 against 4.2 ms per layer at the engine's
+    mean prefill shape on CPU (measured)."""
     lanes = kwargs.pop("lanes", None)
     if lanes is not None and query.shape[2] == 1:
         return lane_attention(query, key, value, attention_mask, scaling, lanes)
