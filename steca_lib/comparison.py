@@ -232,13 +232,14 @@ def paired_rows(runs: list[Path], keys: list[str], profile: str, ours: str = "st
     """STeCa minus each other method, per split: the mean paired difference over the seeds both have, on the same
     tasks, with a 95% bootstrap interval over tasks within each seed (seeds fixed). Pairing removes what the
     methods share, such as a seed's SFT warm-up, which the pooled table's intervals over seeds carry."""
+    base = {(run, split): _outcomes(run, ours, profile, split) for run in runs for split in SPLITS}
     rows = []
     for key in (k for k in keys if k != ours):
         row = {"key": key, "method": method(key).label, "seeds": 0}
         for split in SPLITS:
             groups = []
             for run in runs:
-                a, b = _outcomes(run, ours, profile, split), _outcomes(run, key, profile, split)
+                a, b = base[run, split], _outcomes(run, key, profile, split)
                 common = sorted(a.keys() & b.keys())
                 if common:
                     groups.append(([a[t] for t in common], [b[t] for t in common]))

@@ -46,8 +46,9 @@ class PromptEncoder:
         self.memo_pieces = memo_pieces
         self.per_message = tokenizer.chat_template in TEMPLATES.values()  # renders each message independently
         self.rendered: OrderedDict[tuple[str, str], str] = OrderedDict()
-        probe = [{"role": "user", "content": "x"}]
-        self.prompt_suffix = self._template(probe, True)[len(self._template(probe, False)):]
+        if self.per_message:  # the assistant prompt, which the template appends after the last message
+            probe = [{"role": "user", "content": "x"}]
+            self.prompt_suffix = self._template(probe, True)[len(self._template(probe, False)):]
         added = sorted((t.content for t in tokenizer.added_tokens_decoder.values()), key=len, reverse=True)
         self.added = {t: tokenizer.convert_tokens_to_ids(t) for t in added}
         self.cut = re.compile("(" + "|".join(map(re.escape, added)) + ")") if added else None
