@@ -68,6 +68,15 @@ def default_ablations(profile: str) -> list[str]:
     return DEFAULT_ABLATIONS.get(profile, list(ABLATIONS))
 
 
+#: Seeds that also train the ablations when notebook 06's ``ablation_seeds`` is None: seed 0, except in the ``cpu``
+#: profile, where the eight ablations (a training and an evaluation each) would double a seed's time (opt in: [0]).
+DEFAULT_ABLATION_SEEDS = {"cpu": []}
+
+
+def default_ablation_seeds(profile: str) -> list[int]:
+    return DEFAULT_ABLATION_SEEDS.get(profile, [0])
+
+
 #: The paper's ALFWorld success (%) seen / unseen, Llama-2-7B-Chat (Tables 1 and 3); None = not published.
 PAPER_ALFWORLD = {"ipr": (70.3, 74.7), "ipr-3": (70.3, 74.7), "steca": (74.3, 76.1),
                   "self-reflection": (71.4, 73.3)}

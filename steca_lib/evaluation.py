@@ -33,7 +33,7 @@ class EvalConfig(RunFolder):
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"max_new_tokens": 32, "batch_size": 18, "max_steps": 8},
-        "cpu": {"max_new_tokens": 128, "batch_size": 48},
+        "cpu": {"max_new_tokens": 128, "batch_size": 48, "max_tasks": 70},
         "cpu-llm": {"max_new_tokens": 128, "batch_size": 16, "max_tasks": 30},
         "paper": {"max_new_tokens": 512, "batch_size": 64, "icl_num": 1, "dtype": "bfloat16"},
         "cpu-scienceworld": {"max_new_tokens": 64, "batch_size": 20, "max_steps": 20},
@@ -52,7 +52,8 @@ class EvalConfig(RunFolder):
     splits: tuple[str, ...] = ("seen", "unseen")
     """Which splits to evaluate."""
     max_tasks: int | None = None
-    """Evaluate the first N tasks of each split (None = all; cpu-llm: 30, as a 135M model plays slowly on a CPU)."""
+    """Evaluate the first N tasks of each split (None = all; cpu: 70, half of each test split, families balanced, so
+    that a seed fits in an hour on 2 cores; cpu-llm: 30, as a 135M model plays slowly on a CPU)."""
     max_steps: int = 40
     """Episode step limit (the paper's configs: 40)."""
     max_new_tokens: int = 96

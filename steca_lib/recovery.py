@@ -40,7 +40,7 @@ class RecoveryConfig(EvalConfig):
     """Which agent continues from deviated histories, and how many cases per set (paper: 100 seen samples)."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
-        name: {**d, **{"smoke": {"n_cases": 12}, "cpu": {"n_cases": 60}}.get(name, {})}
+        name: {**d, **{"smoke": {"n_cases": 12}, "cpu": {"n_cases": 40}}.get(name, {})}
         for name, d in EvalConfig.PROFILE_DEFAULTS.items()}
 
     n_cases: int = 100

@@ -46,7 +46,7 @@ class RolloutConfig(RunFolder):
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
         "smoke": {"n_tasks": 3, "n_samples": 2, "max_steps": 8, "max_new_tokens": 48, "batch_size": 24},
-        "cpu": {"n_tasks": 48, "n_samples": 5, "max_steps": 40, "max_new_tokens": 64, "batch_size": 64},
+        "cpu": {"n_tasks": 16, "n_samples": 5, "max_steps": 40, "max_new_tokens": 64, "batch_size": 96},
         "cpu-llm": {"n_tasks": 24, "n_samples": 5, "max_steps": 40, "max_new_tokens": 128, "batch_size": 32},
         "paper": {"n_tasks": None, "n_samples": 5, "max_steps": 40, "max_new_tokens": 512, "batch_size": 256,
                   "backend": "vllm", "dtype": "bfloat16"},

@@ -76,6 +76,11 @@ def test_recovery_stage_plays_every_case_and_skips_when_done(calibrated_run):
     assert run_recovery_stage(cfg, backend=backend) == summary and backend.calls == calls
 
 
+def test_ablations_train_on_seed_0_except_in_the_cpu_profile():
+    assert comparison.default_ablation_seeds("smoke") == [0] == comparison.default_ablation_seeds("paper")
+    assert comparison.default_ablation_seeds("cpu") == []  # opt-in there: a seed would take twice as long
+
+
 def test_seed_interval_is_student_t():
     mean, low, high = seed_ci([0.2, 0.3, 0.4])
     assert mean == pytest.approx(0.3)
