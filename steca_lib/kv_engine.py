@@ -7,11 +7,12 @@ each new prompt, starts from the cached row with the longest common token prefix
 
 :meth:`CachedHFBackend.serve` decodes a fixed set of slots one token per step. A reply that ends (stop string,
 EOS or ``max_new_tokens``) goes to the caller at once, which steps the environment and hands back the episode's
-next prompt; it joins a free slot a few steps later (continuous batching at the token level, so the batch does not
-wait for its longest reply). All live slots end at one shared column of a :class:`SlotCache`, so a decode step
-writes one column for every slot and attends only over the columns the longest live row spans. Sampling is
-Gumbel-max with noise from each request's own seeded generator, so a row's sample does not depend on its batch
-neighbours. Greedy outputs equal ``HFBackend``'s up to floating-point ties (tested).
+next prompt; it joins a free slot, and its new prompt tokens ride along in the next decode pass (continuous
+batching at the token level with the prefill packed into the decode pass, so the batch neither waits for its
+longest reply nor stops for separate prefill passes). All live slots end at one shared column of a
+:class:`SlotCache`, so a decode step writes one column for every slot and attends only over the columns the
+longest live row spans. Sampling is Gumbel-max with noise from each request's own seeded generator, so a row's
+sample does not depend on its batch neighbours. Greedy outputs equal ``HFBackend``'s up to floating-point ties (tested).
 
 Transformers' own continuous-batching ``generate_batch`` also shares prefixes, but on CPU it took 7.8 s where a
 plain batched ``generate`` took 0.28 s for the same 32 short prompts (measured here), so the kit packs rows itself.
@@ -28,14 +29,12 @@ import torch
 from transformers import AttentionInterface, Cache
 from transformers.generation.logits_process import TopPLogitsWarper
 from transformers.generation.stopping_criteria import StopStringCriteria
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from steca_lib.generation import HFBackend, Messages, OnReply, Request, Sampling, Take, cut_at_stop, per_prompt
 
 #: Decoding steps of Gumbel noise drawn at once per sampled row.
 NOISE_BLOCK = 16
-#: New requests join once this fraction of the slots is free (or when nothing is decoding): each join costs one
-#: prefill forward pass, so joining one request per step would spend more on prefills than it saves.
+#: New requests join once this fraction of the slots is free (or when nothing is decoding).
 JOIN_FRACTION = 1 / 8
 
 
@@ -61,29 +60,6 @@ class _Row:
 #: lanes fit lengths better but call attention once more per layer each.
 LANES = 4
 
-#: Cost of one prefill forward pass beyond its tokens, in padded tokens: joining prompts are split into groups of
-#: similar uncached length when the padding that saves is worth more than the extra passes.
-PREFILL_OVERHEAD = 64
-
-
-def prefill_groups(fresh: list[int], overhead: int = PREFILL_OVERHEAD) -> list[list[int]]:
-    """Indices of the prompts, grouped by uncached length so that the padded tokens plus ``overhead`` per group
-    are fewest (each group is padded to its longest; dynamic programming over the sorted lengths)."""
-    order = sorted(range(len(fresh)), key=fresh.__getitem__)
-    lengths = [fresh[i] for i in order]
-    cost, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
-    for j in range(1, len(order) + 1):
-        for i in range(j):
-            c = cost[i] + (j - i) * lengths[j - 1] + overhead
-            if c < cost[j]:
-                cost[j], cut[j] = c, i
-    groups, j = [], len(order)
-    while j:
-        groups.append(order[cut[j]:j])
-        j = cut[j]
-    return groups[::-1]
-
-
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     """Length of the longest common prefix of two id arrays."""
     n = min(len(a), len(b))
@@ -91,42 +67,57 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if len(diff) else n
 
 
-def column_runs(cols: torch.Tensor) -> list[tuple[int, int]]:
-    """Sorted column indices as ``[start, end)`` runs (a slot holds its cached prefix and its chunk, with the
-    chunk's padding between them: copying runs is cheaper than gathering columns)."""
-    if not len(cols):
-        return []
-    cut = ((cols[1:] - cols[:-1]) != 1).nonzero().flatten() + 1
-    first = [0] + cut.tolist()
-    last = cut.tolist() + [len(cols)]
-    return [(int(cols[a]), int(cols[b - 1]) + 1) for a, b in zip(first, last)]
+@dataclass
+class _Pass:
+    """One forward pass of the engine: the joining rows' prompt tokens, packed first, then one token for each of
+    the slots ``:n`` at column ``clock``. ``joins`` holds per joining row its slot, first column, token count and
+    causal mask; ``slot_idx``/``col_idx`` say where each packed prompt token's keys and values go."""
+
+    n: int
+    clock: int
+    lo: int
+    lanes: list[tuple[int, int, int]]
+    joins: list[tuple[int, int, int, torch.Tensor]]
+    slot_idx: torch.Tensor
+    col_idx: torch.Tensor
+
+    @property
+    def packed(self) -> int:
+        return len(self.slot_idx)
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """Transformers' SDPA attention, except that a decode step given ``lanes`` attends per lane
-    (:func:`lane_attention`), and a prefill (several query tokens) attends over the grouped key/value heads as they
-    are (``enable_gqa``) instead of over copies repeated per query head: 3.1 against 4.2 ms per layer at the engine's
-    mean prefill shape on CPU (measured)."""
-    lanes = kwargs.pop("lanes", None)
-    if lanes is not None and query.shape[2] == 1:
-        return lane_attention(query, key, value, attention_mask, scaling, lanes)
-    if query.shape[2] == 1 or query.shape[1] == key.shape[1]:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                                           scale=scaling, enable_gqa=True)
-    return out.transpose(1, 2).contiguous(), None
+    """Attention of one engine pass (``query`` is ``[1, heads, packed + n, dim]``, ``key``/``value`` the whole
+    slot buffers): the decode tokens attend per lane (:func:`lane_attention`) and each joining row's prompt tokens
+    attend causally over that row's own columns (views of the buffers, no copies). Query heads attend over the
+    grouped key/value heads as they are, not over copies repeated per query head."""
+    p: _Pass = kwargs["engine_pass"]
+    heads, dim, E = query.shape[1], query.shape[3], p.packed
+    window = slice(p.lo, p.clock + 1)
+    out, _ = lane_attention(query[0, :, E:].transpose(0, 1)[:, :, None], key[:p.n, :, window],
+                            value[:p.n, :, window], attention_mask, scaling, p.lanes)
+    parts, at = [], 0
+    for s, first, e, causal in p.joins:
+        parts.append(torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, at:at + e], key[s:s + 1, :, first:p.clock], value[s:s + 1, :, first:p.clock],
+            attn_mask=causal, scale=scaling, enable_gqa=True).transpose(1, 2))
+        at += e
+    return torch.cat(parts + [out.reshape(1, p.n, heads, dim)], 1), None
 
 
 def lane_attention(query, key, value, mask, scaling, lanes: list[tuple[int, int, int]]):
     """One-token attention per lane ``(first row, end row, first column)``: each lane attends over its own columns
-    (views, no copies). Query heads are grouped onto their key/value head, as transformers does for one token."""
+    (views, no copies). Query heads are grouped onto their key/value head, as transformers does for one token.
+    Written as matmul, softmax, matmul: CPU SDPA's kernel read the keys and values more slowly at these shapes
+    (1,748 against 1,664 generated tokens/s for the whole engine on 4 tasks, mean of 3 interleaved runs)."""
     rows, heads, _, dim = query.shape
     groups = key.shape[1]
     q = query.reshape(rows, groups, heads // groups, dim)
-    out = torch.cat([torch.nn.functional.scaled_dot_product_attention(
-        q[a:b], key[a:b, :, lo:], value[a:b, :, lo:], attn_mask=mask[a:b, :, :, lo:], scale=scaling)
-        for a, b, lo in lanes])
-    return out.reshape(rows, heads, 1, dim).transpose(1, 2).contiguous(), None
+    out = []
+    for a, b, lo in lanes:
+        scores = torch.matmul(q[a:b], key[a:b, :, lo:].transpose(-1, -2)).mul_(scaling).add_(mask[a:b, :, :, lo:])
+        out.append(torch.matmul(scores.softmax(-1), value[a:b, :, lo:]))
+    return torch.cat(out).reshape(rows, heads, 1, dim).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register("steca_slots", slot_attention)
@@ -146,33 +137,32 @@ def slot_attention_in(model):
 
 
 class SlotCache(Cache):
-    """Keys/values of every slot, one ``[slots, kv_heads, width, head_dim]`` buffer per layer. A forward pass writes
-    its tokens at columns ``write ..`` of the slots ``rows`` (None: every slot, without copying) and attends over
-    columns ``lo ..`` of them; the engine passes the matching 4-D mask."""
+    """Keys/values of every slot, one ``[slots, kv_heads, width, head_dim]`` buffer per layer. A pass writes its
+    packed prompt tokens at their rows' columns and its decode tokens at column ``clock`` of the slots ``:n``, and
+    hands the whole buffers to :func:`slot_attention`, which reads each row's own columns."""
 
-    def __init__(self, keys: list, values: list, rows, write: int, lo: int):
+    def __init__(self, keys: list, values: list, engine_pass: _Pass):
         super().__init__(layers=[])
-        self.keys, self.values, self.rows, self.write, self.lo = keys, values, rows, write, lo
+        self.keys, self.values, self.p = keys, values, engine_pass
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        hi = self.write + key_states.shape[2]
-        k, v = self.keys[layer_idx], self.values[layer_idx]
-        if self.rows is None:
-            k[:, :, self.write:hi], v[:, :, self.write:hi] = key_states, value_states
-            return k[:, :, self.lo:hi], v[:, :, self.lo:hi]
-        k[self.rows, :, self.write:hi], v[self.rows, :, self.write:hi] = key_states, value_states
-        return k[self.rows, :, self.lo:hi], v[self.rows, :, self.lo:hi]
+        p, E = self.p, self.p.packed
+        for buf, new in ((self.keys[layer_idx], key_states[0]), (self.values[layer_idx], value_states[0])):
+            buf[:p.n, :, p.clock] = new[:, E:].transpose(0, 1)
+            if E:
+                buf[p.slot_idx, :, p.col_idx] = new[:, :E].transpose(0, 1)
+        return self.keys[layer_idx], self.values[layer_idx]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.write
+        return self.p.clock
 
 
 class _Slots:
     """The decoding state of one :meth:`CachedHFBackend.serve` call: key/value buffers of ``cap`` slots, a mask of
     the columns each slot holds, and per slot its request, prompt, generated ids and sampler. Decode steps run
     over the first ``n`` slots (a view, no copy); draining moves live slots down so that ``n`` follows them. Every
-    live slot's data ends at column ``clock``; ``length`` is how many columns before it a slot spans (holes
-    included)."""
+    live slot's data ends at column ``clock``; ``length`` is how many columns before it a slot holds (contiguous:
+    its cached prefix, its prompt, then the tokens it has fed)."""
 
     def __init__(self, backend: CachedHFBackend, cap: int, width: int):
         cfg = backend.model.config
@@ -198,6 +188,7 @@ class _Slots:
         self.drawn = torch.zeros(cap, dtype=torch.long, device=self.dev)
         self.window = torch.full((cap, 1), self.pad, dtype=torch.long, device=self.dev)
         self.finished: list[tuple[Request, str]] = []
+        self.joining: list[tuple[int, np.ndarray, int]] = []  # slot, prompt tokens for the next pass, position
         lanes = min(LANES, cap)
         self.lane_bounds = [(cap * k // lanes, cap * (k + 1) // lanes) for k in range(lanes)]
 
@@ -258,80 +249,48 @@ class _Slots:
         self.mask, self.clock, self.width = mask, clock, width
 
     # -- forward passes -----------------------------------------------------------------------------------------
-    def forward(self, input_ids, positions, mask4, rows, write: int, lo: int, lanes=None):
-        """One forward pass of the slots ``rows`` (None: the first ``n``, attending per lane) writing at column
-        ``write``. The boolean mask becomes an additive one once here, not in every layer (SDPA on CPU is faster
-        with it, measured)."""
-        mask4 = torch.zeros(mask4.shape, dtype=self.dtype, device=self.dev).masked_fill_(
-            ~mask4, torch.finfo(self.dtype).min)
-        keys, values = (self.keys, self.values) if rows is not None else (
-            [k[:self.n] for k in self.keys], [v[:self.n] for v in self.values])
-        cache = SlotCache(keys, values, rows, write, lo)
-        extra = {"lanes": lanes} if lanes else {}
-        return self.backend.model(input_ids=input_ids, position_ids=positions, attention_mask=mask4, cache=cache,
-                                  use_cache=True, logits_to_keep=1, **extra).logits[:, -1]
-
     def admit(self, slots: list[int], reqs: list[Request], ids: list[np.ndarray]) -> None:
-        """Place new prompts in free ``slots``, one prefill per group of similar uncached length."""
-        sources = [self.backend.best_row(x) for x in ids]
-        for group in prefill_groups([len(x) - n for x, (_, n) in zip(ids, sources)]):
-            self.prefill([slots[i] for i in group], [reqs[i] for i in group], [ids[i] for i in group],
-                         [sources[i] for i in group])
-
-    def prefill(self, slots: list[int], reqs: list[Request], ids: list[np.ndarray],
-                sources: list[tuple[_Row | None, int]]) -> None:
-        """Copy each prompt's cached prefix into its slot, encode the rest in one forward pass, and sample each
-        one's first token."""
+        """Place new prompts in free ``slots``: each copies its longest cached prefix in and ends one column before
+        the clock; its other prompt tokens but the last wait in ``joining`` for the next pass, and the last is its
+        pending token, fed in that pass like every decoding slot's."""
         backend = self.backend
-        reuse = [n for _, n in sources]
-        fresh = [len(x) - n for x, n in zip(ids, reuse)]
-        F, before = max(fresh), max(reuse)
-        need = F + before  # columns the new rows take before the clock
+        need = max(len(x) for x in ids) - 1  # columns a row takes before the clock
         self.reach = max(self.reach, need)
         if need > self.clock:  # move the data right, with a margin for the next, longer prompts
             self.make_room(need + need // 4, max(r.sampling.max_new_tokens for r in reqs))
         c = self.clock
         self.n = max(self.n, max(slots) + 1)
-        rows = torch.tensor(slots, dtype=torch.long, device=self.dev)
-        self.mask[rows] = False
-        chunk = torch.full((len(slots), F), self.pad, dtype=torch.long, device=self.dev)
-        pos = torch.zeros(len(slots), F, dtype=torch.long, device=self.dev)
-        for j, (s, x, (row, n), f) in enumerate(zip(slots, ids, sources, fresh)):
+        for s, req, x in zip(slots, reqs, ids):
+            row, n = backend.best_row(x)
+            first = c - (len(x) - 1)
+            self.mask[s] = False
+            self.mask[s, first:c] = True
             if n:
                 for layer, (k, v) in enumerate(row.kv):
-                    self.keys[layer][s, :, c - F - n:c - F] = k[:, :n]
-                    self.values[layer][s, :, c - F - n:c - F] = v[:, :n]
-                self.mask[s, c - F - n:c - F] = True
-            self.mask[s, c - f:c] = True
-            chunk[j, F - f:] = torch.from_numpy(x[n:])
-            pos[j, F - f:] = torch.arange(n, len(x))
-        lo = c - F - before
-        cols = torch.arange(lo, c, device=self.dev)
-        qcols = torch.arange(c - F, c, device=self.dev)
-        mask4 = self.mask[rows, lo:c][:, None, None, :] & (cols[None, :] <= qcols[:, None])[None, None]
-        mask4[:, :, torch.arange(F), qcols - lo] = True  # padding queries attend to themselves only (no NaN)
-        logits = self.forward(chunk, pos, mask4, rows, c - F, lo)
-        backend.prompt_tokens += sum(len(x) for x in ids)
-        backend.prompts_served += len(ids)
-        backend.encoded_tokens += sum(fresh)
-
-        for s, req, x, source in zip(slots, reqs, ids, sources):
+                    self.keys[layer][s, :, first:first + n] = k[:, :n]
+                    self.values[layer][s, :, first:first + n] = v[:, :n]
+            if len(x) - 1 > n:
+                self.joining.append((s, x[n:-1], n))
             st = req.sampling
-            self.req[s], self.ids[s], self.gen[s], self.source[s] = req, x, [], source[0]
+            self.req[s], self.ids[s], self.gen[s], self.source[s] = req, x, [], row
             self.gens[s] = torch.Generator(device=self.dev).manual_seed(st.seed) if st.temperature > 0 else None
             self.top_p[s] = TopPLogitsWarper(st.top_p) if self.gens[s] is not None and st.top_p < 1 else None
             self.budget[s] = st.max_new_tokens
-        self.pos[rows] = torch.tensor([len(x) for x in ids], device=self.dev)
-        self.length[rows] = torch.tensor([n + F for n in reuse], device=self.dev)  # prefix, then the chunk
+            backend.encoded_tokens += len(x) - n
+        rows = torch.tensor(slots, dtype=torch.long, device=self.dev)
+        self.pending[rows] = torch.tensor([int(x[-1]) for x in ids], device=self.dev)
+        self.pos[rows] = self.length[rows] = torch.tensor([len(x) - 1 for x in ids], device=self.dev)
         self.temperature[rows] = torch.tensor([[r.sampling.temperature or 1.0] for r in reqs], device=self.dev)
         self.gumbel[rows] = torch.tensor([self.gens[s] is not None and self.top_p[s] is None for s in slots],
                                          device=self.dev)
         self.drawn[rows] = 0
         self.window[rows] = self.pad
-        self.sample(rows, logits)
+        backend.prompt_tokens += sum(len(x) for x in ids)
+        backend.prompts_served += len(ids)
 
     def step(self) -> None:
-        """Feed every slot's pending token at column ``clock`` and sample the next one."""
+        """One pass: every slot's pending token at column ``clock``, after the joining rows' prompt tokens; then
+        sample each live slot's next token."""
         live, n = self.live(), self.n
         length = self.length[:n].tolist()
         span = max(length[s] for s in live) + 1
@@ -345,21 +304,43 @@ class _Slots:
         c = self.clock
         self.mask[:n, c] = True  # live slots' pending tokens; empty slots attend to their own column only
         mask4 = self.mask[:n, c + 1 - span:c + 1][:, None, None, :]
-        logits = self.forward(self.pending[:n, None], self.pos[:n, None], mask4, None, c, c + 1 - span, lanes)
+        joins, tokens, positions, slot_idx, col_idx = [], [], [], [], []
+        for s, x, n_cached in self.joining:  # prompt tokens n_cached .. len - 2 at the columns before the clock
+            e = len(x)
+            held = torch.arange(length[s], device=self.dev)
+            joins.append((s, c - length[s], e, held[None, :] <= held[length[s] - e:, None]))
+            tokens.append(torch.from_numpy(x))
+            positions.append(torch.arange(n_cached, n_cached + e))
+            slot_idx += [s] * e
+            col_idx += range(c - e, c)
+        self.joining = []
+        engine_pass = _Pass(n, c, c + 1 - span, lanes, joins, torch.tensor(slot_idx, dtype=torch.long),
+                            torch.tensor(col_idx, dtype=torch.long))
+        input_ids = torch.cat(tokens + [self.pending[:n]]).to(self.dev)[None]
+        position_ids = torch.cat(positions + [self.pos[:n]]).to(self.dev)[None]
+        logits = self.forward(input_ids, position_ids, mask4, engine_pass)
         self.clock += 1
         self.pos[:n] += 1
         self.length[:n] += 1
         idle = [s for s in range(n) if self.req[s] is None]
         if idle:
             self.mask[idle, c] = False
-        self.sample(None, logits, live)
+        self.sample(logits, live)
+
+    def forward(self, input_ids, positions, mask4, engine_pass: _Pass):
+        """The model over one packed pass; returns the decode tokens' logits. The boolean decode mask becomes an
+        additive one once here, not in every layer (the lanes add it to their scores)."""
+        mask4 = torch.zeros(mask4.shape, dtype=self.dtype, device=self.dev).masked_fill_(
+            ~mask4, torch.finfo(self.dtype).min)
+        cache = SlotCache(self.keys, self.values, engine_pass)
+        return self.backend.model(input_ids=input_ids, position_ids=positions, attention_mask=mask4, cache=cache,
+                                  use_cache=True, logits_to_keep=engine_pass.n, engine_pass=engine_pass).logits[0]
 
     # -- sampling and finishing ---------------------------------------------------------------------------------
-    def sample(self, rows, logits, live: list[int] | None = None) -> None:
-        """Pick each row's next token (greedy, Gumbel-max, or top-p), then hand finished replies back."""
-        slots = rows.tolist() if rows is not None else live
-        at = rows if rows is not None else torch.tensor(live, dtype=torch.long, device=self.dev)
-        logits = logits if rows is not None else logits[at]
+    def sample(self, logits, slots: list[int]) -> None:
+        """Pick each live slot's next token (greedy, Gumbel-max, or top-p), then hand finished replies back."""
+        at = torch.tensor(slots, dtype=torch.long, device=self.dev)
+        logits = logits[at]
         tok = logits.argmax(-1)
         gumbel = self.gumbel[at]
         if bool(gumbel.any()):
@@ -394,10 +375,9 @@ class _Slots:
     def finish(self, s: int) -> None:
         """Keep the slot's keys/values (prompt and fed tokens) as a cache row, free it, and hand the reply back."""
         backend = self.backend
-        spans = column_runs(self.mask[s, :self.clock].nonzero().flatten())
-        gen = self.gen[s]
-        kv = [(torch.cat([k[s, :, a:b] for a, b in spans], 1), torch.cat([v[s, :, a:b] for a, b in spans], 1))
-              for k, v in zip(self.keys, self.values)]  # copies: the slot's columns are reused
+        gen, held = self.gen[s], slice(self.clock - int(self.length[s]), self.clock)  # a row's columns are contiguous
+        kv = [(k[s, :, held].clone(), v[s, :, held].clone())  # copies: the slot's columns are reused
+              for k, v in zip(self.keys, self.values)]
         row = _Row(np.concatenate([self.ids[s], np.asarray(gen[:-1], dtype=np.int64)]), kv, 0)
         backend.remember(row, self.source[s])
         backend.generated_tokens += len(gen)
@@ -476,13 +456,11 @@ class CachedHFBackend(HFBackend):
                         width = 2 * (max(map(len, ids)) + max(r.sampling.max_new_tokens for r in new))
                         state = _Slots(self, slots, width)
                     state.admit(state.place([len(x) for x in ids]), new, ids)
-                    self._hand_back(state, on_reply)
-                    continue
-                if not live:
+                elif not live:
                     if took:  # every one of them was answered at once, which may have readied others
                         continue
                     return
-                if asked and len(live) < state.n:  # nothing waits: the decode cost follows the live slots
+                elif asked and len(live) < state.n:  # nothing waits: the decode cost follows the live slots
                     state.pack()
                 state.step()
                 self._hand_back(state, on_reply)

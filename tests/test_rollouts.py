@@ -17,7 +17,7 @@ from steca_lib.data import chat_messages, recover_jsonl
 from steca_lib.expert_data import load_expert
 from steca_lib.generation import HFBackend, Request, Sampling
 from steca_lib import kv_engine
-from steca_lib.kv_engine import CachedHFBackend, gumbel_block, prefill_groups
+from steca_lib.kv_engine import CachedHFBackend, gumbel_block
 from steca_lib.models import load_model, load_tokenizer
 from steca_lib.rollouts import RolloutConfig, load_rollouts, merge_shards, run_rollouts
 from steca_lib.step_rewards import mc_reward, step_reward_rows
@@ -124,6 +124,38 @@ def test_lane_attention_equals_attention_over_the_longest_row():
     torch.testing.assert_close(out, full.transpose(1, 2))
 
 
+def test_packed_pass_attends_like_each_row_alone():
+    """One pass packs a joining row's prompt tokens before the decode tokens: every decode token attends over its
+    own row's columns up to the clock, and each prompt token over its row's columns up to itself."""
+    import torch
+
+    torch.manual_seed(0)
+    cap, width, c = 4, 20, 15
+    k, v = torch.randn(cap, 2, width, 8), torch.randn(cap, 2, width, 8)
+    held = [10, 4, 7]  # columns before the clock of slots 0-2; slot 1 is joining: 1 cached column, 3 prompt tokens
+    e = 3
+    q = torch.randn(1, 4, e + len(held), 8)
+    span = max(held) + 1
+    mask = torch.full((len(held), 1, 1, span), torch.finfo(torch.float32).min)
+    for r, n in enumerate(held):
+        mask[r, ..., span - n - 1:] = 0
+    cols = torch.arange(held[1])
+    engine_pass = kv_engine._Pass(len(held), c, c + 1 - span, [(0, len(held), 0)],
+                                  [(1, c - held[1], e, cols[None, :] <= cols[held[1] - e:, None])],
+                                  torch.tensor([1] * e), torch.arange(c - e, c))
+    out, _ = kv_engine.slot_attention(None, q, k, v, mask, 0.5, engine_pass=engine_pass)
+
+    def alone(query, slot, first, last):  # attention over the slot's columns first..last
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, k[slot:slot + 1, :, first:last + 1], v[slot:slot + 1, :, first:last + 1], scale=0.5,
+            enable_gqa=True).transpose(1, 2)[0, 0]
+
+    for i in range(e):
+        torch.testing.assert_close(out[0, i], alone(q[:, :, i:i + 1], 1, c - held[1], c - e + i))
+    for r, n in enumerate(held):
+        torch.testing.assert_close(out[0, e + r], alone(q[:, :, e + r:e + r + 1], r, c - n, c))
+
+
 def test_joining_prompts_go_to_the_lane_of_their_length(model_and_tokenizer):
     model, tok = model_and_tokenizer
     slots = kv_engine._Slots(CachedHFBackend(model, tok), cap=8, width=16)  # 4 lanes of 2 slots
@@ -132,15 +164,6 @@ def test_joining_prompts_go_to_the_lane_of_their_length(model_and_tokenizer):
     assert slots.place([950, 120, 520]) == [1, 7, 3]
     slots.req[7] = Request([], Sampling())
     assert slots.place([80]) == [5]  # its lane is full: the nearest lane with a free slot
-
-
-def test_prefill_groups_pad_less_than_one_batch():
-    fresh = [30, 1000, 25, 40, 900, 35]
-    groups = prefill_groups(fresh, overhead=64)
-    assert sorted(i for g in groups for i in g) == list(range(len(fresh)))
-    padded = sum(len(g) * max(fresh[i] for i in g) + 64 for g in groups)
-    assert padded < len(fresh) * max(fresh) + 64
-    assert prefill_groups([7, 7, 7]) == [[0, 1, 2]]  # equal lengths: one pass
 
 
 def test_cached_engine_reports_prompts_beyond_context(model_and_tokenizer):
