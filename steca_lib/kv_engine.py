@@ -60,6 +60,7 @@ class _Row:
 #: lanes fit lengths better but call attention once more per layer each.
 LANES = 4
 
+
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     """Length of the longest common prefix of two id arrays."""
     n = min(len(a), len(b))
