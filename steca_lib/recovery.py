@@ -16,7 +16,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
