@@ -310,15 +310,16 @@ class _Slots:
             e = len(x)
             held = torch.arange(length[s], device=self.dev)
             joins.append((s, c - length[s], e, held[None, :] <= held[length[s] - e:, None]))
-            tokens.append(torch.from_numpy(x))
-            positions.append(torch.arange(n_cached, n_cached + e))
+            tokens.append(torch.as_tensor(x, device=self.dev))
+            positions.append(torch.arange(n_cached, n_cached + e, device=self.dev))
             slot_idx += [s] * e
             col_idx += range(c - e, c)
         self.joining = []
-        engine_pass = _Pass(n, c, c + 1 - span, lanes, joins, torch.tensor(slot_idx, dtype=torch.long),
-                            torch.tensor(col_idx, dtype=torch.long))
-        input_ids = torch.cat(tokens + [self.pending[:n]]).to(self.dev)[None]
-        position_ids = torch.cat(positions + [self.pos[:n]]).to(self.dev)[None]
+        engine_pass = _Pass(n, c, c + 1 - span, lanes, joins,
+                            torch.tensor(slot_idx, dtype=torch.long, device=self.dev),
+                            torch.tensor(col_idx, dtype=torch.long, device=self.dev))
+        input_ids = torch.cat(tokens + [self.pending[:n]])[None]
+        position_ids = torch.cat(positions + [self.pos[:n]])[None]
         logits = self.forward(input_ids, position_ids, mask4, engine_pass)
         self.clock += 1
         self.pos[:n] += 1
