@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PROFILE ?= cpu
 SEEDS ?=
+CELL_TIMEOUT ?=
 BIN := $(VENV)/bin
 
 .PHONY: venv test test-fast reproduce lab clean-runs
@@ -27,7 +28,8 @@ test-fast: venv
 
 # The whole reproduction, headless (papermill), into runs/<profile>-seed<seed>/; figures/ is refreshed.
 reproduce: venv
-	$(BIN)/python -m steca_lib.reproduce --profile $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m steca_lib.reproduce --profile $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT))
 
 # Open the notebooks in JupyterLab with this environment's python3 kernel.
 lab: venv

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from steca_lib.data import write_json_atomic
+from steca_lib.errors import StageNotFinished, StecaError
 
 #: Packages whose versions every manifest records.
 TRACKED_PACKAGES = ("steca-kit", "torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets",
@@ -38,7 +39,7 @@ def config_dict(config: Any) -> dict:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
-class StageConfigMismatch(RuntimeError):
+class StageConfigMismatch(StecaError, RuntimeError):
     """The stage folder holds results of a different configuration."""
 
 
@@ -61,9 +62,28 @@ def upstream(run_dir: Path, *stages: str) -> dict[str, str]:
     for stage in stages:
         manifest = load_manifest(Path(run_dir) / stage)
         if manifest is None or manifest.get("status") != "complete":
-            raise FileNotFoundError(f"stage {stage} has not finished in {run_dir}; run it first")
+            raise StageNotFinished(f"stage {stage} has not finished in {run_dir}; run it first")
         out[stage] = manifest["finished_at"]
     return out
+
+
+def require_model(model: str | Path, made_by: str) -> str:
+    """``model`` when it is a model folder (or a hub name ``owner/name``), else a :class:`StageNotFinished` that
+    names the stage that makes it (``made_by``)."""
+    path = Path(model)
+    if (path / "config.json").exists():
+        return str(model)
+    hub_name = not path.exists() and str(model).count("/") == 1 and not str(model).startswith((".", "/", "~"))
+    if hub_name:
+        return str(model)
+    raise StageNotFinished(f"no model at {model}; {made_by}")
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes: an input whose content, not its stage's finishing time, decides staleness."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def model_inputs(model_dir: str | Path) -> dict[str, str] | None:
@@ -75,13 +95,16 @@ def model_inputs(model_dir: str | Path) -> dict[str, str] | None:
 
 def discard_if_inputs_changed(directory: Path, inputs: dict[str, str] | None, pattern: str = "*.jsonl") -> list[Path]:
     """Before resuming partial results: if they were made from other inputs (``inputs.json``), delete them (files
-    matching ``pattern``) so that nothing stale is resumed; then record the current inputs. Returns what went."""
+    or folders matching ``pattern``) so that nothing stale is resumed; then record the current inputs. Returns what
+    went."""
+    import shutil
+
     marker = Path(directory) / "inputs.json"
     removed = []
     if marker.exists() and json.loads(marker.read_text()) != inputs:
         removed = sorted(Path(directory).glob(pattern))
         for p in removed:
-            p.unlink()
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     write_json_atomic(inputs, marker)
     return removed
 

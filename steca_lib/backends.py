@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from steca_lib.errors import ConfigError
 from steca_lib.generation import GenerationBackend
 
 #: ``cached``: the kit's prefix-caching engine (default); ``hf``: plain batched ``generate`` on full prompts;
 #: ``vllm``: vLLM in a child process (GPU, extra); ``openai``: an OpenAI-compatible endpoint (model from env).
 BACKENDS = ("cached", "hf", "vllm", "openai")
+#: Model dtypes a config may name (``torch`` attribute names).
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def open_backend(kind: str, model_dir: str, dtype: str = "float32", cache_rows: int = 128) -> GenerationBackend:
     """The backend ``kind`` serving the model in ``model_dir`` (ignored by ``openai``)."""
     if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
     if kind == "openai":
         from steca_lib.generation import OpenAIChatBackend
 

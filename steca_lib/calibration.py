@@ -25,14 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
-from steca_lib.config import RunFolder
+from steca_lib.artifacts import finished_summary, model_inputs, stage_dir, upstream, write_manifest
+from steca_lib.config import RunFolder, check_config
 from steca_lib.data import fastchat_turns, read_jsonl, write_json_atomic, write_jsonl_atomic
 from steca_lib.deviation import RULES, count_by, detect, sample_weight, trajectory_deviation
-from steca_lib.embedders import Embedder, open_embedder
+from steca_lib.embedders import EMBEDDERS, Embedder, open_embedder
+from steca_lib.errors import ConfigError
 from steca_lib.prompts import observation_turn
-from steca_lib.reflection import ReflectionRequest, open_reflector, reflect_all
+from steca_lib.reflection import (REFLECTORS, ReflectionRequest, chat_endpoint, chat_name, open_reflector,
+                                  reflect_all)
 from steca_lib.rollouts import GREEDY, ExpertPath, expert_paths, load_rollouts, turn_index
+from steca_lib.sft import model_dir as sft_model_dir
 from steca_lib.step_rewards import load_step_rewards
 
 STAGE = "04_calibration"
@@ -42,6 +45,9 @@ EXPERT_REWARD = 1.0
 SETS = ("calibrated", "explored", "expert_sub", "traj_pairs")
 #: Sets written beside STeCa's, for baselines.
 BASELINE_SETS = ("rft",)
+#: Settings left out of the finished check: where the run lives, notes, how patiently the endpoint is asked, and
+#: the reflector's model and endpoint, which are compared as resolved (``reflector_identity``, in the inputs).
+NOT_COMPARED = ("run_dir", "extra", "reflector_timeout", "reflector_retries", "reflector_model", "reflector_base_url")
 
 
 @dataclass
@@ -72,7 +78,16 @@ class CalibrationConfig(RunFolder):
     reflector: str = "rule"
     """``rule`` (offline stand-in for GPT-4o), ``chat`` (OpenAI-compatible endpoint) or ``self`` (the SFT agent)."""
     reflector_model: str = ""
-    """Model folder of the ``self`` reflector; empty = the run's SFT model."""
+    """``chat``: the endpoint's model name (empty = ``$STECA_REFLECT_MODEL``, else gpt-4o); ``self``: the model
+    folder (empty = the run's SFT model)."""
+    reflector_base_url: str = ""
+    """``chat``: the OpenAI-compatible endpoint (empty = ``$STECA_REFLECT_BASE_URL``, else ``$OPENAI_BASE_URL``,
+    else OpenAI's). Recorded only as a digest."""
+    reflector_timeout: float = 60.0
+    """``chat``: seconds one request may take before it is retried."""
+    reflector_retries: int = 5
+    """``chat``: retries of a failed request (timeout, 429, 5xx, malformed or empty answer) before the stage stops
+    with the answers so far cached."""
     check_suffix: bool = True
     """Keep a calibrated trajectory only when the expert's continuation, re-executed after the deviated action,
     sees the expert's observations and reaches the goal (the official code does not check)."""
@@ -88,8 +103,28 @@ class CalibrationConfig(RunFolder):
     """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        check_config(self, non_negative=("min_step", "k", "explored_max_deviation", "margin", "reflector_retries"),
+                     positive=("reflector_timeout",), fractions=("max_similarity",),
+                     choices={"rule": RULES, "reflector": REFLECTORS})
+        if not (self.embedder in EMBEDDERS or str(self.embedder).startswith("minilm:")):
+            raise ConfigError(f"CalibrationConfig.embedder = {self.embedder!r} is not allowed; expected one of "
+                              f"{', '.join(EMBEDDERS)} or minilm:<folder>")
+        if not isinstance(self.reflector_retries, int) or not isinstance(self.min_step, int):
+            raise ConfigError("CalibrationConfig.reflector_retries and min_step must be integers, got "
+                              f"{self.reflector_retries!r} and {self.min_step!r}")
+        if not self.label or not all(c.isalnum() or c in "-_.+" for c in self.label):
+            raise ConfigError(f"CalibrationConfig.label = {self.label!r} is not allowed; expected a folder name of "
+                              "letters, digits and -_.+")
+
+    def reflector_identity(self) -> str:
+        """What decides the reflections besides the prompts: the rule stand-in, the chat model and (a digest of) its
+        endpoint as resolved now, or the self-reflecting model's folder. Part of the finished check."""
+        if self.reflector == "chat":
+            return chat_name(*chat_endpoint(self.reflector_model or None, self.reflector_base_url or None))
+        if self.reflector == "self":
+            finished = model_inputs(self.reflector_model or sft_model_dir(self.path)) or {}
+            return f"self:{self.reflector_model or 'the run SFT model'}:{finished.get('model', '')}"
+        return self.reflector
 
 
 def strip_final_observation(turns: list[dict]) -> list[dict]:
@@ -244,9 +279,9 @@ def action_similarity(rows: list[dict], embedder: Embedder) -> dict[tuple[str, i
 
 def run_calibration_stage(cfg: CalibrationConfig) -> dict:
     """Detect deviations, reflect on them (cached) and write the training sets; skips when already done."""
+    inputs = {**upstream(cfg.path, "02_rollouts", "03_step_rewards"), "reflector": cfg.reflector_identity()}
     out = stage_dir(cfg.path, f"{STAGE}/{cfg.label}")
-    inputs = upstream(cfg.path, "02_rollouts", "03_step_rewards")
-    done = finished_summary(out, cfg, inputs=inputs)
+    done = finished_summary(out, cfg, keys=tuple(k for k in vars(cfg) if k not in NOT_COMPARED), inputs=inputs)
     if done is not None:
         return done
     started = time.time()
@@ -266,7 +301,8 @@ def run_calibration_stage(cfg: CalibrationConfig) -> dict:
     builder = SetBuilder(cfg, paths, greedy, embedder)
     requests = builder.calibration_requests(deviations)
     funnel.append(("deviated action got an observation", len(requests)))
-    reflector = open_reflector(cfg.reflector, cfg.path, cfg.reflector_model)
+    reflector = open_reflector(cfg.reflector, cfg.path, cfg.reflector_model, cfg.reflector_base_url,
+                               cfg.reflector_timeout, cfg.reflector_retries)
     reflections, calls = reflect_all(requests, reflector, out / "reflections.jsonl")
     funnel.append(("reflected", len(reflections)))
     calibrated, dropped = builder.calibrated(requests, reflections,

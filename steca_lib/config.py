@@ -13,11 +13,15 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Iterable, TypeVar
+
+from steca_lib.errors import ConfigError, UnknownParameter
 
 #: ScienceWorld task types whose gold paths are short (4–12 actions) and that have 62–150 training variations each.
 SCIENCEWORLD_TASK_TYPES = ("find-animal", "find-living-thing", "find-non-living-thing", "find-plant",
                            "lifespan-longest-lived", "lifespan-shortest-lived")
+#: Benchmarks stage 00 can build (the embedded world, or ScienceWorld's simulator with the extra installed).
+BENCHMARKS = ("household", "scienceworld")
 PROFILES = ("smoke", "cpu", "cpu-llm", "paper", "smoke-scienceworld", "cpu-scienceworld")
 #: Profiles built on another: a stage's defaults are the base profile's, updated by its own entry when it has one.
 PROFILE_BASE = {"smoke-scienceworld": "smoke", "cpu-scienceworld": "cpu"}
@@ -30,11 +34,11 @@ def config_from_params(cls: type[C], profile: str, **params: Any) -> C:
     Unknown parameter names are an error (a typo in a notebook's parameters cell must not pass silently).
     """
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - names)
     if unknown:
-        raise TypeError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(names)}")
+        raise UnknownParameter(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(names)}")
     values = {**profile_defaults(cls, profile), **{k: v for k, v in params.items() if v is not None}}
     return cls(profile=profile, **values)
 
@@ -45,6 +49,52 @@ def profile_defaults(cls: type, profile: str) -> dict[str, Any]:
     if base is None:
         return dict(cls.PROFILE_DEFAULTS[profile])
     return {**cls.PROFILE_DEFAULTS[base], **cls.PROFILE_DEFAULTS.get(profile, {})}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_config(cfg: Any, *, counts: Iterable[str] = (), optional_counts: Iterable[str] = (),
+                 non_negative: Iterable[str] = (), positive: Iterable[str] = (), fractions: Iterable[str] = (),
+                 choices: dict[str, Iterable[str]] | None = None) -> None:
+    """Reject a stage setting that no run could use, before any work: ``counts`` must be integers ≥ 1,
+    ``optional_counts`` None or integers ≥ 1, ``non_negative`` numbers ≥ 0, ``positive`` numbers > 0,
+    ``fractions`` numbers in [0, 1], and each field of ``choices`` one of its names. The :class:`ConfigError` names
+    the config, the field, the value and what is accepted."""
+    name = type(cfg).__name__
+
+    def fail(field_name: str, accepted: str) -> None:
+        raise ConfigError(f"{name}.{field_name} = {getattr(cfg, field_name)!r} is not allowed; expected {accepted}")
+
+    if getattr(cfg, "profile", PROFILES[0]) not in PROFILES:
+        fail("profile", f"one of {', '.join(PROFILES)}")
+    if not _is_int(getattr(cfg, "seed", 0)):
+        fail("seed", "an integer")
+    for f in counts:
+        if not (_is_int(getattr(cfg, f)) and getattr(cfg, f) >= 1):
+            fail(f, "an integer ≥ 1")
+    for f in optional_counts:
+        v = getattr(cfg, f)
+        if v is not None and not (_is_int(v) and v >= 1):
+            fail(f, "None (all) or an integer ≥ 1")
+    for f in non_negative:
+        if not (_is_number(getattr(cfg, f)) and getattr(cfg, f) >= 0):
+            fail(f, "a number ≥ 0")
+    for f in positive:
+        if not (_is_number(getattr(cfg, f)) and getattr(cfg, f) > 0):
+            fail(f, "a number > 0")
+    for f in fractions:
+        if not (_is_number(getattr(cfg, f)) and 0 <= getattr(cfg, f) <= 1):
+            fail(f, "a number between 0 and 1")
+    for f, allowed in (choices or {}).items():
+        allowed = tuple(allowed)
+        if getattr(cfg, f) not in allowed:
+            fail(f, f"one of {', '.join(map(str, allowed))}")
 
 
 def runs_root() -> Path:
@@ -112,6 +162,16 @@ class EnvironmentConfig(RunFolder):
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
 
+    def __post_init__(self):
+        check_config(self, counts=("n_train", "n_seen", "n_unseen", "max_steps", "max_expert_steps"),
+                     fractions=("noise",), choices={"benchmark": BENCHMARKS})
+        if not (_is_int(self.n_floorplans) and self.n_floorplans >= 2):
+            raise ConfigError(f"EnvironmentConfig.n_floorplans = {self.n_floorplans!r} is not allowed; expected an "
+                              "integer ≥ 2 (the last 20% of floorplans are the unseen split's)")
+        if self.benchmark == "scienceworld" and not self.task_types:
+            raise ConfigError("EnvironmentConfig.task_types = [] is not allowed; expected ScienceWorld task names, "
+                              f"e.g. {', '.join(SCIENCEWORLD_TASK_TYPES[:2])}")
+
     def world_spec(self):
         """The household generator's spec for these settings."""
         from steca_lib.envs.household.generator import WorldSpec
@@ -140,24 +200,43 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def stage_main(cls: type[C], run, description: str, argv: list[str] | None = None) -> int:
-    """A stage's command line: ``--profile``, ``--seed``, ``--run-dir`` and ``--set field=value`` for any other
-    config field (values are read as JSON when they parse, e.g. ``--set delta=0.05``, else as text)."""
+#: A command-line option that sets a config field: (flag, field, ``argparse`` keyword arguments).
+Option = tuple[str, str, dict]
+
+
+def stage_main(cls: type[C], run, description: str, argv: list[str] | None = None, options: tuple[Option, ...] = (),
+               actions: dict[str, tuple[str, Any]] | None = None) -> int:
+    """A stage's command line: ``--profile``, ``--seed``, ``--run-dir``, ``--set field=value`` for any config field
+    (values are read as JSON when they parse, e.g. ``--set delta=0.05``, else as text), the stage's own
+    ``options`` (shorthands for fields) and ``actions`` (``--flag``: (help, function) run instead of ``run``).
+    Errors end in one line and exit code 2 (``--debug`` for the traceback; see :mod:`steca_lib.errors`)."""
     import argparse
     import json
     import logging
 
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--profile", choices=PROFILES, default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run-dir", default="")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
-    args = ap.parse_args(argv)
-    try:
-        params = parse_assignments(args.set)
-    except ValueError as err:
-        ap.error(f"--set: {err}")
-    logging.basicConfig(level=logging.INFO)
-    cfg = config_from_params(cls, args.profile, seed=args.seed, run_dir=args.run_dir, **params)
-    print(json.dumps(run(cfg), indent=1, default=str))
-    return 0
+    from steca_lib.errors import run_cli
+
+    def main(args_list: list[str]) -> int:
+        ap = argparse.ArgumentParser(description=description)
+        ap.add_argument("--profile", choices=PROFILES, default="cpu")
+        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--run-dir", default="")
+        ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+        for flag, dest, kwargs in options:
+            ap.add_argument(flag, dest=dest, default=None, **kwargs)
+        for flag, (text, _) in (actions or {}).items():
+            ap.add_argument(flag, action="store_true", help=text)
+        ap.add_argument("--debug", action="store_true", help="on an error, show the traceback (or STECA_DEBUG=1)")
+        args = ap.parse_args(args_list)
+        try:
+            params = parse_assignments(args.set)
+        except ValueError as err:
+            ap.error(f"--set: {err}")
+        params.update({dest: getattr(args, dest) for _, dest, _ in options if getattr(args, dest) is not None})
+        logging.basicConfig(level=logging.INFO)
+        cfg = config_from_params(cls, args.profile, seed=args.seed, run_dir=args.run_dir, **params)
+        chosen = [fn for flag, (_, fn) in (actions or {}).items() if getattr(args, flag.lstrip("-").replace("-", "_"))]
+        print(json.dumps((chosen[0] if chosen else run)(cfg), indent=1, default=str))
+        return 0
+
+    return run_cli(main, argv)

@@ -12,11 +12,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from steca_lib.errors import StecaError
+
 ROLE_TO_FROM = {"user": "human", "assistant": "gpt", "human": "human", "gpt": "gpt"}
 FROM_TO_ROLE = {"human": "user", "gpt": "assistant"}
 
 
-class DataFormatError(ValueError):
+class DataFormatError(StecaError, ValueError):
     """A trajectory file does not follow the expected schema; the message says where."""
 
 

@@ -14,17 +14,25 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, write_manifest
-from steca_lib.backends import open_backend
-from steca_lib.config import RunFolder
+from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
+                                 write_manifest)
+from steca_lib.backends import BACKENDS, DTYPES, open_backend
+from steca_lib.config import RunFolder, check_config
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl
 from steca_lib.envs import BenchmarkTask
+from steca_lib.errors import ConfigError, DegenerateOutput
 from steca_lib.episodes import Episode, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks, run_instruction
 from steca_lib.generation import GenerationBackend, Sampling
 from steca_lib.metrics import bootstrap_ci
 from steca_lib.prompts import INSTRUCTION
 from steca_lib.sft import model_dir as sft_model_dir
+from steca_lib.sft import require_sft_model
+
+
+#: Where episodes can play, and the task splits an evaluation can name (``dev``: carved from training floorplans).
+ENGINES = ("embedded", "alfworld")
+SPLITS = ("seen", "unseen", "dev", "train")
 
 
 @dataclass
@@ -79,6 +87,18 @@ class EvalConfig(RunFolder):
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
 
+    def __post_init__(self):
+        check_config(self, counts=("max_steps", "max_new_tokens", "batch_size", "n_bootstrap"),
+                     optional_counts=("max_tasks",), non_negative=("temperature", "icl_num"),
+                     choices={"backend": BACKENDS, "dtype": DTYPES, "engine": ENGINES})
+        self.splits = tuple(self.splits) if isinstance(self.splits, (list, tuple)) else self.splits
+        if not isinstance(self.splits, tuple) or not self.splits or not set(self.splits) <= set(SPLITS):
+            raise ConfigError(f"{type(self).__name__}.splits = {self.splits!r} is not allowed; expected a non-empty "
+                              f"list of {', '.join(SPLITS)}")
+        if not self.label or not all(c.isalnum() or c in "-_.+" for c in self.label):
+            raise ConfigError(f"{type(self).__name__}.label = {self.label!r} is not allowed; expected a folder name "
+                              "of letters, digits and -_.+")
+
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)
 
@@ -129,8 +149,6 @@ def split_episodes(cfg: EvalConfig, split: str, icl: list[dict]) -> dict[str, Ca
     start when they join the pool: an environment may hold a simulator from its reset on."""
     if cfg.engine == "alfworld":
         return alfworld_episodes(cfg, split, icl)
-    if cfg.engine != "embedded":
-        raise ValueError(f"unknown engine {cfg.engine!r}; expected 'embedded' or 'alfworld'")
     instruction = run_instruction(cfg.path)
     return {t.task_id: partial(task_episode, t, cfg.max_steps, icl, instruction)
             for t in load_tasks(cfg.path, split)[:cfg.max_tasks]}
@@ -190,9 +208,12 @@ def eval_folder_name(cfg: EvalConfig) -> str:
 
 def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationBackend | None = None) -> dict:
     """Evaluate ``cfg.model_dir`` (default: the SFT model) on ``cfg.splits``; one summary per split."""
-    out = stage_dir(cfg.path, f"{stage}/{eval_folder_name(cfg)}")
     model = cfg.model_dir or str(sft_model_dir(cfg.path))
-    inputs = model_inputs(model)
+    if backend is None:
+        require_sft_model(model, "model_dir")
+    tasks = {} if cfg.alfworld_data else upstream(cfg.path, "00_environment")  # released games: no stage 00
+    inputs = {**tasks, **(model_inputs(model) or {})} or None
+    out = stage_dir(cfg.path, f"{stage}/{eval_folder_name(cfg)}")
     done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
@@ -206,6 +227,8 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
     t0 = time.time()
     for split in cfg.splits:
         records = evaluate_split(backend, split, cfg, out / f"{split}.jsonl", icl)
+        if not records:
+            raise DegenerateOutput(f"the {split} split of {cfg.path} has no task to evaluate")
         summary[split] = summarize(records, cfg.n_bootstrap, cfg.seed)
     elapsed = time.time() - t0
     generated = getattr(backend, "generated_tokens", 0) - tokens_before

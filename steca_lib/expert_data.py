@@ -26,6 +26,7 @@ from steca_lib.envs import BenchmarkTask, task_from_dict
 from steca_lib.envs.household import HouseholdEnv, HouseholdExpert
 from steca_lib.envs.household.generator import generate_split, generate_task_counted
 from steca_lib.envs.household.world import intro_text
+from steca_lib.errors import ConfigError, StageNotFinished
 from steca_lib.prompts import INSTRUCTION, observation_turn, react_turn
 
 STAGE = "00_environment"
@@ -90,7 +91,7 @@ def scienceworld_split(cfg: EnvironmentConfig, split: str, n: int) -> Iterator[t
                 del pending[task_name]  # no variation left
     bar.close()
     if made < n:
-        raise ValueError(f"only {made} usable {split} variations of {cfg.task_types}; asked for {n}")
+        raise ConfigError(f"only {made} usable {split} variations of {cfg.task_types}; asked for {n}")
 
 
 def run_environment_stage(cfg: EnvironmentConfig) -> dict:
@@ -102,8 +103,6 @@ def run_environment_stage(cfg: EnvironmentConfig) -> dict:
         return done
     started = time.time()
     benchmarks = {"household": household_split, "scienceworld": scienceworld_split}
-    if cfg.benchmark not in benchmarks:
-        raise ValueError(f"unknown benchmark {cfg.benchmark!r}; expected one of {sorted(benchmarks)}")
     stats_rows = []
     env_time, env_steps = 0.0, 0
     for split, n in cfg.split_sizes().items():
@@ -148,12 +147,12 @@ def load_tasks(run_dir: Path, split: str) -> list[BenchmarkTask]:
     if split == "dev":
         manifest = load_manifest(Path(run_dir) / STAGE)
         if manifest is None:
-            raise FileNotFoundError(f"stage {STAGE} has not finished in {run_dir}")
+            raise StageNotFinished(f"stage {STAGE} has not finished in {run_dir}; run it first")
         cfg = EnvironmentConfig(**manifest["config"])
         if cfg.benchmark != "household":
-            raise ValueError(f"the dev split exists for the household benchmark only, not {cfg.benchmark!r}")
+            raise ConfigError(f"the dev split exists for the household benchmark only, not {cfg.benchmark!r}")
         return generate_split(cfg.world_spec(), "seen", DEV_TASKS, start=cfg.n_seen)
-    return [task_from_dict(d) for d in read_jsonl(Path(run_dir) / STAGE / f"tasks_{split}.jsonl")]
+    return [task_from_dict(d) for d in read_jsonl(stage_file(run_dir, f"tasks_{split}.jsonl"))]
 
 
 def run_instruction(run_dir: Path) -> str:
@@ -163,4 +162,20 @@ def run_instruction(run_dir: Path) -> str:
 
 def load_expert(run_dir: Path, split: str = "train") -> list[dict]:
     """The expert trajectories of a split written by this stage (FastChat records)."""
-    return load_trajectories(Path(run_dir) / STAGE / f"expert_{split}.json")
+    return load_trajectories(stage_file(run_dir, f"expert_{split}.json"))
+
+
+def stage_file(run_dir: Path, name: str) -> Path:
+    """A file this stage wrote into ``run_dir``; :class:`StageNotFinished` when it is not there."""
+    path = Path(run_dir) / STAGE / name
+    if not path.exists():
+        raise StageNotFinished(f"{path} does not exist: stage {STAGE} has not run in {run_dir}; run it first "
+                               f"(notebook 00 or python -m steca_lib.expert_data)")
+    return path
+
+
+if __name__ == "__main__":
+    from steca_lib.config import stage_main
+
+    raise SystemExit(stage_main(EnvironmentConfig, run_environment_stage,
+                                "Stage 00: the benchmark's tasks and the expert trajectories."))

@@ -101,10 +101,12 @@ def require(module: str, install: str):
     """Import an optional dependency, or fail saying how to install it."""
     import importlib
 
+    from steca_lib.errors import MissingExtra
+
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{module} is not installed; {install}") from e
+        raise MissingExtra(f"{module} is not installed; {install}") from e
 
 
 class HFBackend:

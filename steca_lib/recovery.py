@@ -22,6 +22,7 @@ from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, mo
                                  write_manifest)
 from steca_lib.backends import open_backend
 from steca_lib.calibration import load_set
+from steca_lib.config import check_config
 from steca_lib.data import chat_messages
 from steca_lib.envs.base import replay
 from steca_lib.episodes import Episode
@@ -30,6 +31,7 @@ from steca_lib.generation import GenerationBackend
 from steca_lib.prompts import observation_turn, parse_react_action, react_turn
 from steca_lib.rollouts import ExpertPath, expert_paths
 from steca_lib.sft import model_dir as sft_model_dir
+from steca_lib.sft import require_sft_model
 
 STAGE = "06_recovery"
 
@@ -46,6 +48,10 @@ class RecoveryConfig(EvalConfig):
     """Cases per set (fewer when fewer exist)."""
     calibration: str = "main"
     """Stage-04 folder whose calibrated samples make the ``seen`` cases."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, counts=("n_cases",))
 
 
 def _case(key: str, path: ExpertPath, j: int, turn: str, history: list[dict], max_steps: int, meta: dict) -> Episode:
@@ -95,9 +101,11 @@ def unseen_cases(cfg: RecoveryConfig) -> dict[str, Episode]:
 
 def run_recovery_stage(cfg: RecoveryConfig, backend: GenerationBackend | None = None) -> dict:
     """Continue every case greedily with ``cfg.model_dir`` (default: the SFT model); success per case set."""
-    out = stage_dir(cfg.path, f"{STAGE}/{cfg.label}")
     model = cfg.model_dir or str(sft_model_dir(cfg.path))
+    if backend is None:
+        require_sft_model(model, "model_dir")
     inputs = {**upstream(cfg.path, f"04_calibration/{cfg.calibration}"), **(model_inputs(model) or {})}
+    out = stage_dir(cfg.path, f"{STAGE}/{cfg.label}")
     done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
@@ -110,3 +118,11 @@ def run_recovery_stage(cfg: RecoveryConfig, backend: GenerationBackend | None = 
         summary[name] = summarize(records, cfg.n_bootstrap, cfg.seed)
     write_manifest(out, f"{STAGE}/{cfg.label}", cfg, summary, started, inputs)
     return summary
+
+
+if __name__ == "__main__":
+    from steca_lib.config import stage_main
+
+    raise SystemExit(stage_main(RecoveryConfig, run_recovery_stage,
+                                "Stage 06b: recovery from deviated histories (after stage 04), e.g. "
+                                "--set model_dir=<run>/05_reinforced/steca/model --set label=steca."))

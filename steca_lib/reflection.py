@@ -3,10 +3,11 @@ the expert's next action.
 
 Reflectors share one interface, ``reflect(requests) -> raw texts``:
 
-* :class:`ChatReflector`: any OpenAI-compatible chat endpoint (GPT-4o in the paper, or a vLLM server). Where and
-  what come from ``STECA_REFLECT_BASE_URL`` (else ``OPENAI_BASE_URL``), ``OPENAI_API_KEY`` and
-  ``STECA_REFLECT_MODEL``; none of them is written to artifacts. Timeouts, 429 and 5xx are retried with backoff
-  by the ``openai`` client; malformed answers are retried here.
+* :class:`ChatReflector`: any OpenAI-compatible chat endpoint (GPT-4o in the paper, or a vLLM server). Model and
+  endpoint come from stage 04's settings, else ``STECA_REFLECT_MODEL`` and ``STECA_REFLECT_BASE_URL`` (else
+  ``OPENAI_BASE_URL``); the key from ``OPENAI_API_KEY``. Neither the key nor the address is written to artifacts
+  (the address only as a digest, in the reflector's name). Timeouts, 429 and 5xx are retried with backoff by the
+  ``openai`` client; malformed and empty answers are retried here.
 * :class:`LocalReflector`: a local Hugging Face model (the paper's self-reflection ablation uses the agent).
 * :class:`RuleReflector`: an offline stand-in for GPT-4o on the embedded world, from templates.
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from steca_lib.data import append_jsonl, recover_jsonl
+from steca_lib.errors import ConfigError, StecaError
 from steca_lib.generation import Sampling, require
 from steca_lib.prompts import parse_react_action
 
@@ -145,8 +147,22 @@ class RuleReflector:
         return out
 
 
-class ReflectionError(RuntimeError):
+class ReflectionError(StecaError, RuntimeError):
     """The reflection endpoint kept failing; answers received before the failure are in the cache."""
+
+
+def chat_endpoint(model: str | None = None, base_url: str | None = None) -> tuple[str, str | None]:
+    """The chat reflector's model and endpoint: the arguments, else ``STECA_REFLECT_MODEL`` (default ``gpt-4o``) and
+    ``STECA_REFLECT_BASE_URL``, else ``OPENAI_BASE_URL`` (None: the openai client's default)."""
+    return (model or os.environ.get("STECA_REFLECT_MODEL") or "gpt-4o",
+            base_url or os.environ.get("STECA_REFLECT_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None)
+
+
+def chat_name(model: str, base_url: str | None) -> str:
+    """The chat reflector's name: its model and a digest of its endpoint (an address may carry a secret, so it is
+    never written down); the name keys the reflection cache and the stage's finished check."""
+    where = hashlib.sha256(base_url.encode()).hexdigest()[:12] if base_url else "default"
+    return f"chat:{model}@{where}"
 
 
 class ChatReflector:
@@ -158,13 +174,12 @@ class ChatReflector:
     def __init__(self, model: str | None = None, base_url: str | None = None, timeout: float = 60.0,
                  max_retries: int = 5, temperature: float | None = None, max_tokens: int = 512):
         openai = require("openai", "install the extra: pip install -e '.[openai]'")
-        self.model = model or os.environ.get("STECA_REFLECT_MODEL", "gpt-4o")
-        self.name = f"chat:{self.model}"
+        self.model, url = chat_endpoint(model, base_url)
+        self.name = chat_name(self.model, url)
         self.temperature, self.max_tokens, self.max_retries = temperature, max_tokens, max_retries
         self._openai = openai
-        self._client = openai.OpenAI(
-            base_url=base_url or os.environ.get("STECA_REFLECT_BASE_URL") or os.environ.get("OPENAI_BASE_URL"),
-            api_key=os.environ.get("OPENAI_API_KEY", "none"), timeout=timeout, max_retries=max_retries)
+        self._client = openai.OpenAI(base_url=url, api_key=os.environ.get("OPENAI_API_KEY", "none"),
+                                     timeout=timeout, max_retries=max_retries)
 
     def _ask(self, prompt: str) -> str:
         """One answer; the client retries timeouts, 429 and 5xx, this loop retries malformed answers."""
@@ -237,15 +252,17 @@ def reflect_all(requests: list[ReflectionRequest], reflector: Reflector, cache_p
     return rows, len(todo)
 
 
-def open_reflector(kind: str, run_dir: Path | None = None, model_dir: str = "") -> Reflector:
-    """``rule`` (offline stand-in), ``chat`` (OpenAI-compatible endpoint from the environment) or ``self`` (the
-    run's SFT agent, or ``model_dir``)."""
+def open_reflector(kind: str, run_dir: Path | None = None, model: str = "", base_url: str = "",
+                   timeout: float = 60.0, retries: int = 5) -> Reflector:
+    """``rule`` (offline stand-in), ``chat`` (OpenAI-compatible endpoint: ``model`` and ``base_url``, else the
+    environment; each request waits ``timeout`` seconds and is retried ``retries`` times) or ``self`` (the run's SFT
+    agent, or the model folder ``model``)."""
     if kind == "rule":
         return RuleReflector()
     if kind == "chat":
-        return ChatReflector()
+        return ChatReflector(model or None, base_url or None, timeout=timeout, max_retries=retries)
     if kind == "self":
         from steca_lib.sft import model_dir as sft_model_dir
 
-        return LocalReflector(model_dir or str(sft_model_dir(run_dir)), label="self (SFT agent)")
-    raise ValueError(f"unknown reflector {kind!r}; expected one of {REFLECTORS}")
+        return LocalReflector(model or str(sft_model_dir(run_dir)), label="self (SFT agent)")
+    raise ConfigError(f"unknown reflector {kind!r}; expected one of {', '.join(REFLECTORS)}")

@@ -35,10 +35,13 @@ from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
 from steca_lib.calibration import BASELINE_SETS, SETS, load_set
-from steca_lib.config import RunFolder
+from steca_lib.config import RunFolder, check_config
 from steca_lib.data import chat_messages, write_jsonl_atomic
+from steca_lib.errors import ConfigError, DegenerateOutput
+from steca_lib.schedule import SCHEDULES, FirstStepTrains
 from steca_lib.sft import device_settings
 from steca_lib.sft import model_dir as sft_model_dir
+from steca_lib.sft import require_sft_model
 
 STAGE = "05_reinforced"
 VARIANTS = {
@@ -52,7 +55,7 @@ VARIANTS = {
 IGNORE = -100
 
 
-class NoTrainingData(ValueError):
+class NoTrainingData(DegenerateOutput):
     """The selected stage-04 sets are empty (e.g. no deviation in a small run)."""
 
 
@@ -110,12 +113,16 @@ class ReinforcedConfig(RunFolder):
     """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
+        check_config(self, counts=("batch_size", "max_length", "logging_steps", "save_steps"),
+                     positive=("epochs", "learning_rate"), non_negative=("per_device_batch_size",),
+                     fractions=("warmup_ratio",), choices={"variant": VARIANTS, "lr_scheduler": SCHEDULES})
+        if self.beta is not None and not (isinstance(self.beta, (int, float)) and self.beta >= 0):
+            raise ConfigError(f"ReinforcedConfig.beta = {self.beta!r} is not allowed; expected None or a number ≥ 0")
         self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant]["sets"]
         unknown = set(self.sets) - set(SETS + BASELINE_SETS)
         if unknown or not self.sets:
-            raise ValueError(f"sets must be a non-empty subset of {SETS + BASELINE_SETS}, got {self.sets}")
+            raise ConfigError(f"ReinforcedConfig.sets = {list(self.sets)} is not allowed; expected a non-empty "
+                              f"subset of {', '.join(SETS + BASELINE_SETS)}")
 
     @property
     def effective_beta(self) -> float:
@@ -193,8 +200,9 @@ def make_trainer_class():
     """``transformers.Trainer`` with the weighted pair loss (imported lazily: transformers is slow to import)."""
     from transformers import Trainer
 
-    class WeightedPairTrainer(Trainer):
-        """Trainer whose loss is :func:`pair_loss` on batches from :func:`pad_batch`."""
+    class WeightedPairTrainer(FirstStepTrains, Trainer):
+        """Trainer whose loss is :func:`pair_loss` on batches from :func:`pad_batch`, with a warm-up whose first step
+        trains (:mod:`steca_lib.schedule`)."""
 
         def __init__(self, *args, beta: float = 0.0, sft_weight: float = 1.0, **kwargs):
             super().__init__(*args, **kwargs)
@@ -253,13 +261,13 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
 
     from steca_lib.models import load_model, load_tokenizer
 
-    out = stage_dir(cfg.path, f"{STAGE}/{cfg.name}")
     inputs = upstream(cfg.path, f"04_calibration/{cfg.calibration}")
+    init = require_sft_model(cfg.init_model or str(sft_model_dir(cfg.path)), "init_model")
+    out = stage_dir(cfg.path, f"{STAGE}/{cfg.name}")
     done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
     started = time.time()
-    init = cfg.init_model or str(sft_model_dir(cfg.path))
     tokenizer = load_tokenizer(init)
     rows = training_rows(cfg, tokenizer)
     if not rows:

@@ -23,6 +23,7 @@ from steca_lib.artifacts import package_versions
 from steca_lib.comparison import sibling_runs
 from steca_lib.config import PROFILES, parse_assignments, resolve_run_dir
 from steca_lib.data import write_json_atomic
+from steca_lib.errors import StecaError, one_line, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("steca_lib.reproduce")
@@ -33,11 +34,39 @@ def notebooks(directory: Path = REPO / "notebooks") -> list[Path]:
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
 
 
+class NotebookFailed(StecaError):
+    """A stage notebook stopped on an error or a cell timeout; its executed copy is kept."""
+
+
+#: Seconds one notebook cell may run before the reproduction stops it (``--cell-timeout``; 0 = no limit). The
+#: longest cells of the cpu profile (SFT, notebook 06's methods) take well under an hour on 2 cores.
+CELL_TIMEOUT = 7200
+
+
+def notebook_failure(nb: Path, seed: int, out: Path, err: Exception, timeout: int | None) -> NotebookFailed:
+    """One line that says which notebook and cell failed and why, and where the executed copy is."""
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(err, CellTimeoutError):
+        why = f"a cell ran longer than {timeout} s (--cell-timeout)"
+    elif isinstance(err, PapermillExecutionError):
+        lines = [ln for ln in str(err.evalue).splitlines() if ln.strip()]
+        why = f"cell [{err.exec_count}] raised {err.ename}: {lines[0] if lines else ''}"
+    else:
+        why = f"{type(err).__name__}: {one_line(err)}"
+    return NotebookFailed(f"notebook {nb.name} (seed {seed}) failed: {why}; executed copy: {out}")
+
+
 def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None = None,
-                  directory: Path = REPO / "notebooks", params: dict | None = None) -> dict:
+                  directory: Path = REPO / "notebooks", params: dict | None = None,
+                  cell_timeout: int | None = CELL_TIMEOUT) -> dict:
     """Execute every stage notebook (of ``directory``) for one seed, with ``params`` added to the parameters of
-    each; returns the run's reproduction record."""
+    each and at most ``cell_timeout`` seconds per cell (None or 0: no limit); returns the run's reproduction record.
+    A failure is a :class:`NotebookFailed` (the record says ``failed``; the executed copy is kept)."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
 
     record_path = run_dir / "reproduction.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"stages": {}}
@@ -56,12 +85,13 @@ def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None
         try:
             pm.execute_notebook(str(nb), str(out), kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
                                 parameters={**(params or {}), "profile": profile, "seed": seed,
-                                            "run_dir": str(run_dir)})
-        except Exception:
+                                            "run_dir": str(run_dir)},
+                                execution_timeout=cell_timeout or None)
+        except (PapermillExecutionError, CellTimeoutError) as err:
             record["stages"][nb.stem] = {"status": "failed", "wall_time_s": round(time.time() - started, 1),
                                          "executed_notebook": str(out), "params": params or {}}
             write_json_atomic(record, record_path)
-            raise
+            raise notebook_failure(nb, seed, out, err, cell_timeout) from err
         record["stages"][nb.stem] = {"status": "complete", "wall_time_s": round(time.time() - started, 1),
                                      "executed_notebook": str(out), "params": params or {}}
         write_json_atomic(record, record_path)
@@ -151,6 +181,11 @@ def update_readme(section: str, readme: Path = REPO / "README.md") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a failing notebook or a bad setting ends in one line and exit code 2 (``--debug``)."""
+    return run_cli(reproduce, argv)
+
+
+def reproduce(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=PROFILES, default="cpu")
     ap.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for cpu, 0 otherwise")
@@ -159,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra notebook parameter (JSON value), e.g. --param 'ablations=[]'")
     ap.add_argument("--runs-dir", default="", help="parent folder of the run folders (default: runs/)")
     ap.add_argument("--no-figures", action="store_true", help="do not refresh figures/ and the README results")
+    ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT,
+                    help=f"seconds a notebook cell may run (default {CELL_TIMEOUT}; 0 = no limit)")
+    ap.add_argument("--debug", action="store_true", help="on an error, show the traceback (or STECA_DEBUG=1)")
     args = ap.parse_args(argv)
+    if args.cell_timeout < 0:
+        ap.error("--cell-timeout: expected seconds ≥ 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     def folder(seed: int) -> Path:
         return resolve_run_dir(str(Path(args.runs_dir) / f"{args.profile}-seed{seed}") if args.runs_dir else "",
@@ -173,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     records = {}
     for seed in seeds:
         only = args.only if args.only is not None else PROFILE_NOTEBOOKS.get(args.profile)
-        records[seed] = run_notebooks(args.profile, seed, folder(seed), only, params=params)
+        records[seed] = run_notebooks(args.profile, seed, folder(seed), only, params=params,
+                                      cell_timeout=args.cell_timeout)
         for name, st in records[seed]["stages"].items():
             log.info("seed %d  %-28s %-9s %7.1f s", seed, name, st["status"], st["wall_time_s"])
     last = folder(seeds[-1])

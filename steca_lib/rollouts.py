@@ -23,17 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from steca_lib.artifacts import discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, write_manifest
-from steca_lib.backends import open_backend
-from steca_lib.config import PROFILES, RunFolder, config_from_params
+from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
+                                 write_manifest)
+from steca_lib.backends import BACKENDS, DTYPES, open_backend
+from steca_lib.config import RunFolder, check_config, stage_main
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
 from steca_lib.envs import AgentEnv, BenchmarkTask
 from steca_lib.envs.base import replay
+from steca_lib.errors import ConfigError, DegenerateOutput, StageNotFinished
 from steca_lib.episodes import Episode, advance, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks
 from steca_lib.generation import GenerationBackend, Sampling
 from steca_lib.prompts import parse_react_action
 from steca_lib.sft import model_dir as sft_model_dir
+from steca_lib.sft import require_sft_model
 
 STAGE = "02_rollouts"
 GREEDY = -1
@@ -84,13 +87,21 @@ class RolloutConfig(RunFolder):
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
 
+    def __post_init__(self):
+        check_config(self, counts=("n_samples", "max_steps", "max_new_tokens", "batch_size"),
+                     optional_counts=("n_tasks",), non_negative=("temperature",), choices={
+                         "backend": BACKENDS, "dtype": DTYPES})
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ConfigError(f"RolloutConfig.top_p = {self.top_p!r} is not allowed; expected a number in (0, 1]")
+        self.shard_index()
+
     def shard_index(self) -> tuple[int, int]:
         try:
-            i, n = (int(x) for x in self.shard.split("/"))
+            i, n = (int(x) for x in str(self.shard).split("/"))
         except ValueError:
-            raise ValueError(f"shard must look like 'i/n', got {self.shard!r}") from None
+            raise ConfigError(f"RolloutConfig.shard = {self.shard!r} is not allowed; expected 'i/n'") from None
         if not 0 <= i < n:
-            raise ValueError(f"shard {self.shard!r}: need 0 <= i < n")
+            raise ConfigError(f"RolloutConfig.shard = {self.shard!r} is not allowed; expected 'i/n' with 0 <= i < n")
         return i, n
 
     def policy_dir(self) -> str:
@@ -224,19 +235,29 @@ def shard_file(out: Path, i: int, n: int) -> Path:
     return out / ("rollouts.jsonl" if n == 1 else f"rollouts.shard-{i}-of-{n}.jsonl")
 
 
+def rollout_inputs(cfg: RolloutConfig) -> dict[str, str]:
+    """What the rollouts are made from: stage 00's tasks and expert paths, and the exploring model's stage."""
+    return {**upstream(cfg.path, "00_environment"), **(model_inputs(cfg.policy_dir()) or {})}
+
+
 def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -> dict:
     """Explore and roll out this shard's tasks; resumes from the records on disk. Returns a summary; writes the
     manifest when the whole stage (an unsharded run) is complete."""
     i, n = cfg.shard_index()
-    out = stage_dir(cfg.path, STAGE)
     compare = tuple(k for k in vars(cfg) if k not in ("run_dir", "extra", "shard", "backend", "batch_size"))
-    inputs = model_inputs(cfg.policy_dir())
+    if backend is None:
+        require_sft_model(cfg.policy_dir(), "model_dir")
+    inputs = rollout_inputs(cfg)
+    paths = expert_paths(cfg.path, cfg.n_tasks)[i::n]
+    if not paths and n == 1:
+        raise DegenerateOutput(f"{cfg.path} has no training task to explore (n_tasks = {cfg.n_tasks}); run stage 00 "
+                               "with n_train ≥ 1")
+    out = stage_dir(cfg.path, STAGE)
     done_summary = finished_summary(out, cfg, compare, inputs=inputs)
     if done_summary is not None:
         return done_summary
     started = time.time()
     discard_if_inputs_changed(out, inputs)
-    paths = expert_paths(cfg.path, cfg.n_tasks)[i::n]
     target = shard_file(out, i, n)
     done = {r["id"]: r for r in recover_jsonl(target)}
     before = len(done)
@@ -271,7 +292,7 @@ def merge_shards(cfg: RolloutConfig) -> dict:
     out = stage_dir(cfg.path, STAGE)
     shards = sorted(out.glob("rollouts.shard-*-of-*.jsonl"))
     if not shards:
-        raise FileNotFoundError(f"no shard files in {out}")
+        raise StageNotFinished(f"no shard files in {out}; run the shards first (--shard i/n)")
     records = {r["id"]: r for s in shards for r in read_jsonl(s)}
     expected = RolloutPlan(cfg, expert_paths(cfg.path, cfg.n_tasks), {}, None).expected_keys()
     missing = [k for k in expected if k not in records]
@@ -281,7 +302,7 @@ def merge_shards(cfg: RolloutConfig) -> dict:
     write_jsonl_atomic([records[k] for k in expected], out / "rollouts.jsonl")
     summary = {"tasks": len({k.split('/')[0] for k in expected}), "records": len(expected),
                "merged_from": [s.name for s in shards]}
-    write_manifest(out, STAGE, cfg, summary, started, model_inputs(cfg.policy_dir()))
+    write_manifest(out, STAGE, cfg, summary, started, rollout_inputs(cfg))
     return summary
 
 
@@ -291,19 +312,10 @@ def load_rollouts(run_dir: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Stage 02: exploration and Monte Carlo rollouts (after stage 01).")
-    ap.add_argument("--profile", choices=PROFILES, default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run-dir", default="")
-    ap.add_argument("--n-tasks", type=int, default=None)
-    ap.add_argument("--shard", default="0/1", help="i/n: run every n-th task starting at i")
-    ap.add_argument("--merge", action="store_true", help="join finished shards into rollouts.jsonl")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    cfg = config_from_params(RolloutConfig, args.profile, seed=args.seed, run_dir=args.run_dir,
-                             n_tasks=args.n_tasks, shard=args.shard)
-    print(json.dumps(merge_shards(cfg) if args.merge else run_rollouts(cfg), indent=1))
-    return 0
+    return stage_main(RolloutConfig, run_rollouts, "Stage 02: exploration and Monte Carlo rollouts (after stage 01).",
+                      argv, options=(("--n-tasks", "n_tasks", {"type": int, "help": "explore the first N tasks"}),
+                                     ("--shard", "shard", {"help": "i/n: run every n-th task starting at i"})),
+                      actions={"--merge": ("join finished shards into rollouts.jsonl", merge_shards)})
 
 
 if __name__ == "__main__":

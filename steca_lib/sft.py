@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from steca_lib.artifacts import finished_summary, stage_dir, write_manifest
-from steca_lib.config import PROFILES, RunFolder, config_from_params
-from steca_lib.data import chat_messages, write_jsonl_atomic
-from steca_lib.expert_data import load_expert
+from steca_lib.artifacts import (discard_if_inputs_changed, file_digest, finished_summary, require_model, stage_dir,
+                                 write_manifest)
+from steca_lib.config import RunFolder, check_config, stage_main
+from steca_lib.data import DataFormatError, chat_messages, write_jsonl_atomic
+from steca_lib.errors import ConfigError
+from steca_lib.expert_data import load_expert, stage_file
+from steca_lib.models import TEMPLATES, TinyLlamaSize
+from steca_lib.schedule import SCHEDULES
 
 STAGE = "01_sft"
 
@@ -96,10 +100,33 @@ class SFTStageConfig(RunFolder):
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
 
+    def __post_init__(self):
+        check_config(self, counts=("tiny_hidden", "tiny_layers", "vocab_size", "lora_r", "lora_alpha", "batch_size",
+                                   "max_length", "logging_steps", "save_steps"),
+                     optional_counts=("n_trajectories",), positive=("epochs", "learning_rate"),
+                     non_negative=("weight_decay", "per_device_batch_size"), fractions=("warmup_ratio",),
+                     choices={"chat_template": ("auto", *TEMPLATES), "lr_scheduler": SCHEDULES})
+        heads = TinyLlamaSize().num_attention_heads
+        if self.tiny_hidden % heads:
+            raise ConfigError(f"SFTStageConfig.tiny_hidden = {self.tiny_hidden} is not allowed; expected a multiple "
+                              f"of {heads} (the embedded model's attention heads)")
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"SFTStageConfig.model = {self.model!r} is not allowed; expected embedded, smollm2, a "
+                              "model folder or a hub name")
+
+
+DATA_FILE = "expert_train.json"
+
 
 def model_dir(run_dir: Path) -> Path:
     """Where this stage saves the fine-tuned model (π_base, which later stages load by default)."""
     return Path(run_dir) / STAGE / "model"
+
+
+def require_sft_model(model: str | Path, field: str) -> str:
+    """``model`` when it is a model folder or hub name, else a one-line error saying to run this stage first (or
+    to set the config ``field`` that names another model)."""
+    return require_model(model, f"run stage 01 first (notebook 01 or python -m steca_lib.sft), or set {field}")
 
 
 def expert_messages(run_dir: Path, n: int | None = None) -> list[dict]:
@@ -119,7 +146,7 @@ def sft_loss(model, input_ids, labels, attention_mask=None):
 
 def prepare_base_model(cfg: SFTStageConfig, rows: list[dict], out: Path) -> Path:
     """The folder of the model to fine-tune: built (embedded), converted (smollm2), or the given path/name."""
-    from steca_lib.models import TinyLlamaSize, build_embedded_model, smollm2_checkpoint
+    from steca_lib.models import build_embedded_model, smollm2_checkpoint
 
     if cfg.model == "embedded":
         texts = [m["content"] for r in rows for m in r["messages"]]
@@ -154,6 +181,10 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
     from trl import SFTConfig, SFTTrainer
 
     from steca_lib.models import count_parameters, load_tokenizer
+    from steca_lib.schedule import FirstStepTrains
+
+    class Trainer(FirstStepTrains, SFTTrainer):
+        """TRL's SFT trainer with a warm-up whose first step trains (:mod:`steca_lib.schedule`)."""
 
     tokenizer = load_tokenizer(base, cfg.chat_template)
     device = device_settings(cfg.bf16, cfg.batch_size, cfg.per_device_batch_size)
@@ -173,7 +204,7 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=str(base), args=args, train_dataset=Dataset.from_list(rows),
+    trainer = Trainer(model=str(base), args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=peft_config)
     resume = any(checkpoint_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -188,12 +219,19 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
 
 def run_sft_stage(cfg: SFTStageConfig) -> dict:
     """Stage 01a: fine-tune on the expert data of stage 00; writes ``01_sft/model`` and ``train_log.jsonl``."""
+    data = stage_file(cfg.path, DATA_FILE)
+    inputs = {"data": file_digest(data)}
+    rows = expert_messages(cfg.path, cfg.n_trajectories)
+    if not rows:
+        raise DataFormatError(f"{data}: no trajectories; SFT needs at least one expert trajectory")
+    if cfg.model not in ("embedded", "smollm2"):
+        require_model(cfg.model, "expected embedded, smollm2, a model folder or a hub name")
     out = stage_dir(cfg.path, STAGE)
-    done = finished_summary(out, cfg)
+    done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
     started = time.time()
-    rows = expert_messages(cfg.path, cfg.n_trajectories)
+    discard_if_inputs_changed(out, inputs, "checkpoints")
     base = prepare_base_model(cfg, rows, out)
     history, n_params = train_sft(cfg, rows, base, model_dir(cfg.path), out / "checkpoints")
     write_jsonl_atomic(history, out / "train_log.jsonl")
@@ -207,21 +245,13 @@ def run_sft_stage(cfg: SFTStageConfig) -> dict:
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
     if tokens and final.get("train_runtime"):
         summary["train_tokens_per_s"] = round(tokens / final["train_runtime"], 1)
-    write_manifest(out, STAGE, cfg, summary, started)
+    write_manifest(out, STAGE, cfg, summary, started, inputs)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Stage 01a: expert SFT (run stage 00 first).")
-    ap.add_argument("--profile", choices=PROFILES, default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run-dir", default="")
-    ap.add_argument("--model", default=None)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    cfg = config_from_params(SFTStageConfig, args.profile, seed=args.seed, run_dir=args.run_dir, model=args.model)
-    print(json.dumps(run_sft_stage(cfg), indent=1))
-    return 0
+    return stage_main(SFTStageConfig, run_sft_stage, "Stage 01a: expert SFT (run stage 00 first).", argv,
+                      options=(("--model", "model", {"help": "embedded, smollm2, a model folder or a hub name"}),))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
-from steca_lib.config import RunFolder
+from steca_lib.config import RunFolder, check_config
 from steca_lib.data import read_jsonl, write_jsonl_atomic
+from steca_lib.errors import DegenerateOutput
 from steca_lib.metrics import bootstrap_ci
 from steca_lib.rollouts import GREEDY, load_rollouts
 
@@ -40,9 +41,15 @@ class StepRewardConfig(RunFolder):
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
 
+    def __post_init__(self):
+        check_config(self)
+
 
 def mc_reward(samples: list[dict]) -> float:
     """Eq. 1: the mean final success of the sampled continuations."""
+    if not samples:
+        raise DegenerateOutput("a branch has no sampled continuations (N = 0), so its Monte Carlo reward is "
+                               "undefined; rerun stage 02 with n_samples ≥ 1")
     return sum(float(r["meta"]["success"]) for r in samples) / len(samples)
 
 
@@ -85,13 +92,16 @@ def summarize_step_rewards(rows: list[dict], seed: int = 0) -> dict:
 
 def run_step_reward_stage(cfg: StepRewardConfig) -> dict:
     """Compute the step rewards of a finished stage 02."""
-    out = stage_dir(cfg.path, STAGE)
     inputs = upstream(cfg.path, "02_rollouts")
+    out = stage_dir(cfg.path, STAGE)
     done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:
         return done
     started = time.time()
     rows = step_reward_rows(load_rollouts(cfg.path))
+    if not rows:
+        raise DegenerateOutput(f"{cfg.path / '02_rollouts'} holds no rollouts, so there is no step reward to compute; "
+                               "rerun stage 02 with n_tasks ≥ 1")
     write_jsonl_atomic(rows, out / "step_rewards.jsonl")
     summary = summarize_step_rewards(rows, cfg.seed)
     write_manifest(out, STAGE, cfg, summary, started, inputs)
@@ -100,3 +110,10 @@ def run_step_reward_stage(cfg: StepRewardConfig) -> dict:
 
 def load_step_rewards(run_dir: Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / STAGE / "step_rewards.jsonl")
+
+
+if __name__ == "__main__":
+    from steca_lib.config import stage_main
+
+    raise SystemExit(stage_main(StepRewardConfig, run_step_reward_stage,
+                                "Stage 03: Monte Carlo step rewards from stage 02's rollouts."))

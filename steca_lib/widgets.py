@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 
 from steca_lib.envs.household import HouseholdEnv, Task
@@ -24,6 +25,12 @@ def render_conversation(record: dict, skip_instruction: bool = True, width: int 
     return "\n".join(lines)
 
 
+# The widgets below write into Output widgets with ``append_stdout`` and show figures as PNG ``Image`` widgets, never
+# with ``with output:`` capture. Under papermill/nbclient a capture makes the client send comm messages on the
+# shell channel while it waits there for the cell's reply, and that wait then sometimes misses the reply: the cell
+# stalls until the execution timeout (forever without one). ``benchmarks/soak_notebook.py`` measures it.
+
+
 def play_widget(task: Task, max_steps: int = 40):
     """Play a task by hand: type an action (or pick an admissible one) and read the observation."""
     import ipywidgets as w
@@ -42,15 +49,13 @@ def play_widget(task: Task, max_steps: int = 40):
         if not action:
             return
         result = env.step(action)
-        with log:
-            print(f"> {action}\n{result.observation}")
+        log.append_stdout(f"> {action}\n{result.observation}\n")
         box.value = ""
         refresh()
 
     box.on_submit(lambda _: act(box.value))
     menu.observe(lambda ch: act(ch["new"]) if ch["name"] == "value" and ch["new"] else None, names="value")
-    with log:
-        print(env.reset())
+    log.append_stdout(env.reset() + "\n")
     refresh()
     return w.VBox([status, log, w.HBox([box, menu])])
 
@@ -64,17 +69,18 @@ def step_reward_browser(rows: list[dict]):
 
     tasks = sorted({r["task_id"] for r in rows})
     pick = w.Dropdown(options=tasks, description="task")
-    out = w.Output()
+    image = w.Image(format="png")
 
     def show(task_id: str) -> None:
-        out.clear_output(wait=True)
-        with out:
-            fig = branch_map([r for r in rows if r["task_id"] == task_id])
-            plt.show(fig)
+        fig = branch_map([r for r in rows if r["task_id"] == task_id])
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        image.value = buffer.getvalue()
 
     pick.observe(lambda ch: show(ch["new"]), names="value")
     show(tasks[0])
-    return w.VBox([pick, out])
+    return w.VBox([pick, image])
 
 
 def _lines(turns: list[dict], width: int) -> list[str]:

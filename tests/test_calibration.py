@@ -134,7 +134,8 @@ def test_rule_reflector_names_the_mistake_and_varies():
 
 class StubChat(BaseHTTPRequestHandler):
     """An OpenAI-compatible chat endpoint whose next answers are scripted: an int is an HTTP error status,
-    ``"timeout"`` sleeps past the client's timeout, ``"malformed"`` is a 200 with broken JSON, other strings answer."""
+    ``"timeout"`` sleeps past the client's timeout, ``"hang"`` holds the request for 30 s, ``"malformed"`` is a 200
+    with broken JSON, other strings (``""`` too) answer."""
 
     script: list = []
     hits: list = []
@@ -146,8 +147,8 @@ class StubChat(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         StubChat.hits.append(body)
         step = StubChat.script.pop(0) if StubChat.script else 500
-        if step == "timeout":
-            threading.Event().wait(1.0)  # not time.sleep, which the tests patch to skip backoff
+        if step in ("timeout", "hang"):
+            threading.Event().wait(1.0 if step == "timeout" else 30.0)  # not time.sleep: the tests patch it
             step = "late"
         if isinstance(step, int):
             self.send_response(step)
@@ -215,6 +216,94 @@ def test_chat_reflector_gives_a_clear_error_and_keeps_what_it_had(stub_server, t
         reflect_all([request(key="c", action="go to bed 1")], client, tmp_path / "cache.jsonl")
 
 
+RESUME_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_calibration import request
+from steca_lib.reflection import ChatReflector, reflect_all
+client = ChatReflector(model="stub-4o", base_url={url!r}, timeout=60, max_retries=0)
+reflect_all([request(key=f"t/{{i}}", action=f"go to cabinet {{i}}") for i in range(3)], client, {cache!r})
+"""
+
+
+def test_chat_reflector_resumes_after_a_kill_and_rides_out_empty_and_late_answers(stub_server, tmp_path,
+                                                                               monkeypatch):
+    """A run killed (SIGKILL) while the endpoint hangs keeps the answer it had; the rerun asks only for the rest and
+    retries an empty answer and one slower than the timeout (429 and 500: the test above)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cache = tmp_path / "cache.jsonl"
+    StubChat.script = ["Thought: before the kill.", "hang"]
+    code = RESUME_SCRIPT.format(tests=str(Path(__file__).parent), url=stub_server, cache=str(cache))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while not (cache.exists() and cache.read_text().count("\n") == 1) or len(StubChat.hits) < 2:
+        assert time.time() < deadline and proc.poll() is None, "the first answer never reached the cache"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    monkeypatch.setattr("steca_lib.reflection.time.sleep", lambda s: None)
+    StubChat.script, StubChat.hits = ["", "Thought: second.", "timeout", "Thought: third."], []
+    client = ChatReflector(model="stub-4o", base_url=stub_server, timeout=0.3, max_retries=2)
+    reqs = [request(key=f"t/{i}", action=f"go to cabinet {i}") for i in range(3)]
+    rows, calls = reflect_all(reqs, client, cache)
+    assert calls == 2 and len(StubChat.hits) == 4  # request 0 came from the cache; 1: empty, then an answer
+    assert [r["raw"] for r in rows] == ["Thought: before the kill.", "Thought: second.", "Thought: third."]
+    assert len(cache.read_text().splitlines()) == 3
+
+
+def test_reflector_settings_reach_the_client_and_a_dead_endpoint_fails_fast(scripted_run, stub_server, tmp_path,
+                                                                           monkeypatch):
+    """Stage 04's ``reflector_timeout`` and ``reflector_retries`` bound the wait on an endpoint that never answers."""
+    import time
+
+    monkeypatch.setattr("steca_lib.reflection.time.sleep", lambda s: None)
+    run = tmp_path / "run"
+    shutil.copytree(scripted_run, run)
+    StubChat.script = ["hang"] * 10
+    cfg = config_from_params(CalibrationConfig, "smoke", run_dir=str(run), reflector="chat", label="dead",
+                             embedder="lexical", reflector_model="stub", reflector_base_url=stub_server,
+                             reflector_timeout=0.5, reflector_retries=1)
+    t0 = time.time()
+    with pytest.raises(ReflectionError, match="after 1 retries"):
+        run_calibration_stage(cfg)
+    assert time.time() - t0 < 10 and len(StubChat.hits) == 2  # one try and one retry, 0.5 s each
+    assert not (run / "04_calibration" / "dead" / "manifest.json").exists()
+
+
+def test_another_reflector_model_or_endpoint_is_not_served_stale_results(scripted_run, stub_server, tmp_path,
+                                                                        monkeypatch):
+    """Model and endpoint (from the config or the environment) are part of the finished check and the cache key."""
+    run = tmp_path / "run"
+    shutil.copytree(scripted_run, run)
+    monkeypatch.setenv("STECA_REFLECT_BASE_URL", stub_server)
+    monkeypatch.setenv("STECA_REFLECT_MODEL", "model-a")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-key")
+    StubChat.script = [f"Thought: a{i}." for i in range(50)]
+
+    def calibrate():
+        return run_calibration_stage(config_from_params(CalibrationConfig, "smoke", run_dir=str(run),
+                                                        reflector="chat", label="chat", embedder="lexical"))
+
+    first = calibrate()
+    asked = len(StubChat.hits)
+    if asked == 0:
+        pytest.skip("the scripted run has no deviation to reflect on")
+    assert calibrate() == first and len(StubChat.hits) == asked  # same model: finished, nothing asked
+    monkeypatch.setenv("STECA_REFLECT_MODEL", "model-b")
+    StubChat.script = [f"Thought: b{i}." for i in range(50)]
+    second = calibrate()
+    assert len(StubChat.hits) == 2 * asked and {h["model"] for h in StubChat.hits[asked:]} == {"model-b"}
+    assert second["reflector"] != first["reflector"] and "127.0.0.1" not in json.dumps(second)
+    raws = {s["meta"]["raw_reflection"] for s in load_set(run, "calibrated", "chat")}
+    assert not any(r.startswith("Thought: a") for r in raws)
+    for path in (run / "04_calibration" / "chat").iterdir():  # neither the address nor the key is written down
+        assert "127.0.0.1" not in path.read_text() and "sk-test-secret-key" not in path.read_text(), path
+
+
 def assert_turns_alternate(turns, first):
     assert [t["from"] for t in turns] == [("gpt", "human")[(i + (first == "human")) % 2] for i in range(len(turns))]
 
@@ -275,7 +364,7 @@ def test_calibrated_continuation_is_checked_by_replay(scripted_run, tmp_path):
 
 
 def test_bad_rule_is_rejected():
-    with pytest.raises(ValueError, match="rule must be one of"):
+    with pytest.raises(ValueError, match="rule = .fuzzy. is not allowed; expected one of paper, code"):
         config_from_params(CalibrationConfig, "smoke", rule="fuzzy")
 
 

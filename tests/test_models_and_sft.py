@@ -125,3 +125,23 @@ def test_accelerate_configs_parse():
     configs = sorted((Path(__file__).parent.parent / "configs" / "accelerate").glob("*.yaml"))
     kinds = {yaml.safe_load(p.read_text())["distributed_type"] for p in configs}
     assert kinds == {"FSDP", "DEEPSPEED", "NO"}
+
+
+def test_sft_retrains_when_its_expert_data_changes(smoke_run, tmp_path):
+    """The finished check records a digest of the expert file: new stage-00 data is never served a stale model."""
+    import json
+    import shutil
+
+    from steca_lib.artifacts import load_manifest
+    from steca_lib.config import config_from_params
+    from steca_lib.sft import SFTStageConfig, run_sft_stage
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)
+    cfg = config_from_params(SFTStageConfig, "smoke", run_dir=str(run))
+    assert run_sft_stage(cfg) == smoke_run[1]  # unchanged data: finished, skipped
+    data = run / "00_environment" / "expert_train.json"
+    data.write_text(json.dumps(json.loads(data.read_text())[:-1]))
+    retrained = run_sft_stage(cfg)
+    assert retrained["trajectories"] == smoke_run[1]["trajectories"] - 1
+    assert load_manifest(run / "01_sft")["inputs"]["data"] != load_manifest(smoke_run[0] / "01_sft")["inputs"]["data"]

@@ -10,6 +10,7 @@ import torch
 
 from steca_lib.calibration import CalibrationConfig, load_set, run_calibration_stage
 from steca_lib.config import config_from_params
+from steca_lib.data import read_jsonl
 from steca_lib.models import load_tokenizer
 from steca_lib.reinforced import (IGNORE, VARIANTS, ReinforcedConfig, encode, make_trainer_class, pad_batch, pair_loss,
                                   run_reinforced_stage, sequence_logprob)
@@ -114,6 +115,30 @@ def test_every_variant_trains_end_to_end(trained_run, variant):
     assert (summary["weights_mean"] == 1.0) == (variant in ("wo-rt", "ipr", "eto", "rft"))
     assert (trained_run / "05_reinforced" / variant / "model" / "config.json").exists()
     assert run_reinforced_stage(cfg) == summary  # finished: skipped
+    # the first optimiser step trains: the model moved away from the SFT model it started from
+    rates = [h["learning_rate"] for h in read_jsonl(trained_run / "05_reinforced" / variant / "train_log.jsonl")
+             if "learning_rate" in h]
+    assert rates[0] > 0, rates
+    assert_weights_moved(trained_run / "01_sft" / "model", trained_run / "05_reinforced" / variant / "model")
+
+
+def assert_weights_moved(before_dir, after_dir):
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(before_dir / "model.safetensors")), load_file(str(after_dir / "model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before), f"{after_dir} equals its starting model"
+
+
+def test_warmup_starts_above_zero_and_reaches_the_peak():
+    from steca_lib.schedule import lr_factor
+
+    assert lr_factor(0, "constant_with_warmup", warmup=1, total=1) == 0.5  # transformers' own schedule gives 0
+    assert [lr_factor(k, "constant_with_warmup", 3, 10) for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cosine = [lr_factor(k, "cosine", 2, 12) for k in range(12)]
+    assert cosine[:3] == [1 / 3, 2 / 3, 1.0] and all(a >= b for a, b in zip(cosine[2:], cosine[3:]))
+    assert cosine[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 10)))
+    assert lr_factor(5, "linear", 0, 10) == 0.5 and lr_factor(0, "constant", 5, 10) == 1.0
 
 
 def test_ablation_drops_a_set(trained_run):
@@ -137,7 +162,8 @@ def test_iterated_baseline_explores_again_with_its_newest_model(trained_run):
     assert first["model_dir"] == str(trained_run / "05_reinforced" / "eto" / "model")
     assert second["model_dir"] == str(round2 / "05_reinforced" / "eto" / "model") and second["samples"] >= 1
     # round 2 explored with round 1's model and trained from it (also its DPO reference)
-    assert load_manifest(round2 / "02_rollouts")["inputs"] == model_inputs(first["model_dir"])
+    inputs = load_manifest(round2 / "02_rollouts")["inputs"]
+    assert inputs["model"] == model_inputs(first["model_dir"])["model"] and "00_environment" in inputs
     assert load_manifest(round2 / "05_reinforced" / "eto")["config"]["init_model"] == first["model_dir"]
     assert (round2 / "00_environment").resolve() == (trained_run / "00_environment").resolve()
     calls = explorer.calls
