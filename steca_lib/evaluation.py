@@ -211,7 +211,11 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
     model = cfg.model_dir or str(sft_model_dir(cfg.path))
     if backend is None:
         require_sft_model(model, "model_dir")
-    tasks = {} if cfg.alfworld_data else upstream(cfg.path, "00_environment")  # released games: no stage 00
+    if cfg.alfworld_data:  # released games: no stage 00; their folders are checked before anything is written
+        from steca_lib.envs.alfworld.games import locate_data, split_folder
+
+        locate_data(cfg.alfworld_data, tuple(split_folder(s) for s in cfg.splits))
+    tasks = {} if cfg.alfworld_data else upstream(cfg.path, "00_environment")
     inputs = {**tasks, **(model_inputs(model) or {})} or None
     out = stage_dir(cfg.path, f"{stage}/{eval_folder_name(cfg)}")
     done = finished_summary(out, cfg, inputs=inputs)

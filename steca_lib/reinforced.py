@@ -37,6 +37,7 @@ from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_man
 from steca_lib.calibration import BASELINE_SETS, SETS, load_set
 from steca_lib.config import RunFolder, check_config
 from steca_lib.data import chat_messages, write_jsonl_atomic
+from steca_lib.distributed import barrier, is_main
 from steca_lib.errors import ConfigError, DegenerateOutput
 from steca_lib.schedule import SCHEDULES, FirstStepTrains
 from steca_lib.sft import device_settings
@@ -283,17 +284,19 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
         **device_settings(cfg.bf16, cfg.batch_size, cfg.per_device_batch_size),
         logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=1, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=0, remove_unused_columns=False)
+        dataloader_num_workers=0, remove_unused_columns=False, ddp_find_unused_parameters=False)
     model.train()
     trainer = make_trainer_class()(model=model, args=args, train_dataset=rows, beta=beta,
                                    sft_weight=VARIANTS[cfg.variant]["sft"],
                                    data_collator=lambda b: pad_batch(b, tokenizer.pad_token_id, sides))
     trainer.train(resume_from_checkpoint=True if any((out / "checkpoints").glob("checkpoint-*")) else None)
-    trainer.model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
     history = trainer.state.log_history
-    write_jsonl_atomic(history, out / "train_log.jsonl")
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    barrier()  # under accelerate launch every process trained the same model; rank 0 writes it
+    if is_main():
+        trainer.model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+        write_jsonl_atomic(history, out / "train_log.jsonl")
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     losses = [h["loss"] for h in history if "loss" in h]
     counts = {name: sum(r["set"] == name for r in rows) for name in cfg.sets}
     summary = {"name": cfg.name, "variant": cfg.variant, "beta": beta, "sft_weight": VARIANTS[cfg.variant]["sft"],
@@ -304,7 +307,8 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
                "train_runtime_s": history[-1].get("train_runtime") if history else None,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "model_dir": str(out / "model")}
-    write_manifest(out, f"{STAGE}/{cfg.name}", cfg, summary, started, inputs)
+    if is_main():
+        write_manifest(out, f"{STAGE}/{cfg.name}", cfg, summary, started, inputs)
     return summary
 
 

@@ -14,9 +14,7 @@ skips finished keys (a kill loses only the episodes in flight), ``shard="i/n"`` 
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,6 +38,9 @@ from steca_lib.sft import require_sft_model
 
 STAGE = "02_rollouts"
 GREEDY = -1
+EXECUTORS = ("local", "ray")
+#: Settings that do not change the records: where and how the work runs (the finished check leaves them out).
+HOW_IT_RUNS = ("run_dir", "extra", "shard", "backend", "batch_size", "executor", "ray_shards", "ray_cpus", "ray_address")
 log = logging.getLogger(__name__)
 
 
@@ -84,13 +85,22 @@ class RolloutConfig(RunFolder):
     """Model dtype."""
     shard: str = "0/1"
     """``i/n``: this process explores tasks k with k % n == i; join shards with ``merge_shards``."""
+    executor: str = "local"
+    """``local`` (this process) or ``ray``: the shards run as Ray tasks on the cluster ``ray.init`` reaches, then
+    merge (:mod:`steca_lib.ray_exploration`; the ``ray`` extra)."""
+    ray_shards: int = 0
+    """With ``executor="ray"``: how many shards (0 = one per ``ray_cpus`` CPUs of the cluster)."""
+    ray_cpus: int = 1
+    """With ``executor="ray"``: CPUs (torch threads) per shard."""
+    ray_address: str = ""
+    """With ``executor="ray"``: the cluster (empty = ``$RAY_ADDRESS``, else a local Ray on this machine)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        check_config(self, counts=("n_samples", "max_steps", "max_new_tokens", "batch_size"),
-                     optional_counts=("n_tasks",), non_negative=("temperature",), choices={
-                         "backend": BACKENDS, "dtype": DTYPES})
+        check_config(self, counts=("n_samples", "max_steps", "max_new_tokens", "batch_size", "ray_cpus"),
+                     optional_counts=("n_tasks",), non_negative=("temperature", "ray_shards"), choices={
+                         "backend": BACKENDS, "dtype": DTYPES, "executor": EXECUTORS})
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise ConfigError(f"RolloutConfig.top_p = {self.top_p!r} is not allowed; expected a number in (0, 1]")
         self.shard_index()
@@ -244,10 +254,15 @@ def run_rollouts(cfg: RolloutConfig, backend: GenerationBackend | None = None) -
     """Explore and roll out this shard's tasks; resumes from the records on disk. Returns a summary; writes the
     manifest when the whole stage (an unsharded run) is complete."""
     i, n = cfg.shard_index()
-    compare = tuple(k for k in vars(cfg) if k not in ("run_dir", "extra", "shard", "backend", "batch_size"))
     if backend is None:
         require_sft_model(cfg.policy_dir(), "model_dir")
     inputs = rollout_inputs(cfg)
+    compare = tuple(k for k in vars(cfg) if k not in HOW_IT_RUNS)
+    if cfg.executor == "ray" and n == 1:  # the shards run as Ray tasks, each through this function
+        from steca_lib.ray_exploration import run_on_ray
+
+        done_summary = finished_summary(stage_dir(cfg.path, STAGE), cfg, compare, inputs=inputs)
+        return done_summary if done_summary is not None else run_on_ray(cfg)
     paths = expert_paths(cfg.path, cfg.n_tasks)[i::n]
     if not paths and n == 1:
         raise DegenerateOutput(f"{cfg.path} has no training task to explore (n_tasks = {cfg.n_tasks}); run stage 00 "

@@ -9,8 +9,6 @@ model with FSDP (launch with ``accelerate launch --config_file configs/accelerat
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import shutil
 import time
@@ -21,13 +19,15 @@ from typing import ClassVar
 from steca_lib.artifacts import (discard_if_inputs_changed, file_digest, finished_summary, require_model, stage_dir,
                                  write_manifest)
 from steca_lib.config import RunFolder, check_config, stage_main
-from steca_lib.data import DataFormatError, chat_messages, write_jsonl_atomic
+from steca_lib.data import DataFormatError, chat_messages, load_trajectories, write_jsonl_atomic
+from steca_lib.distributed import barrier, is_main, main_first, world_size
 from steca_lib.errors import ConfigError
 from steca_lib.expert_data import load_expert, stage_file
 from steca_lib.models import TEMPLATES, TinyLlamaSize
 from steca_lib.schedule import SCHEDULES
 
 STAGE = "01_sft"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,8 +71,12 @@ class SFTStageConfig(RunFolder):
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA scaling."""
+    data: str = ""
+    """A trajectory file to train on instead of stage 00's: the released ALFWorld/VirtualHome SFT data or your own,
+    FastChat (``from``/``value``) or role/content turns, JSON list or JSONL. Empty = ``00_environment/
+    expert_train.json``."""
     n_trajectories: int | None = None
-    """Use the first N expert trajectories (None = all of stage 00's train split)."""
+    """Use the first N trajectories of the data (None = all)."""
     epochs: float = 3.0
     """Passes over the data (paper: 3)."""
     learning_rate: float = 2e-5
@@ -93,6 +97,8 @@ class SFTStageConfig(RunFolder):
     """bf16 mixed precision; None = on when a CUDA GPU supports it."""
     activation_checkpointing: bool = False
     """Recompute activations to save memory (7B models)."""
+    group_by_length: bool = True
+    """Draw batches of similar length (less padding); False = a plain seeded shuffle."""
     logging_steps: int = 5
     """Log the loss every N optimiser steps."""
     save_steps: int = 100
@@ -129,9 +135,43 @@ def require_sft_model(model: str | Path, field: str) -> str:
     return require_model(model, f"run stage 01 first (notebook 01 or python -m steca_lib.sft), or set {field}")
 
 
-def expert_messages(run_dir: Path, n: int | None = None) -> list[dict]:
-    """Stage 00's expert train trajectories as chat rows ``{"messages": [...]}`` (no in-context example)."""
-    return [{"messages": chat_messages(r["conversations"])} for r in load_expert(run_dir)[:n]]
+def expert_messages(run_dir: Path, n: int | None = None, data: str | Path = "") -> list[dict]:
+    """The first ``n`` trajectories of ``data`` (default: stage 00's expert train split) as chat rows
+    ``{"messages": [...]}`` (no in-context example)."""
+    records = load_trajectories(data) if data else load_expert(run_dir)
+    return [{"messages": chat_messages(r["conversations"])} for r in records[:n]]
+
+
+def data_file(cfg: SFTStageConfig) -> Path:
+    """The trajectory file this stage trains on; a one-line error when it is not there."""
+    if not cfg.data:
+        return stage_file(cfg.path, DATA_FILE)
+    if not Path(cfg.data).is_file():
+        raise DataFormatError(f"SFTStageConfig.data = {cfg.data!r}: no such file; expected a FastChat or role/content "
+                              "trajectory file (JSON list or JSONL)")
+    return Path(cfg.data)
+
+
+#: Share of truncated examples above which the stage warns (the summary and the manifest always count them).
+TRUNCATION_WARNING = 0.05
+
+
+def truncation_report(tokenizer, rows: list[dict], max_length: int) -> dict:
+    """How many examples the trainer cuts at ``max_length`` tokens, and how many agent turns lose tokens by it
+    (a turn is lost when its assistant-token span reaches past the cut)."""
+    cut = turns = longest = 0
+    for row in rows:
+        enc = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        mask = list(enc["assistant_masks"])
+        longest = max(longest, len(mask))
+        if len(mask) <= max_length:
+            continue
+        cut += 1
+        ends = [i for i, (m, after) in enumerate(zip(mask, mask[1:] + [0])) if m and not after]  # last token of a turn
+        turns += sum(end >= max_length for end in ends)
+    return {"examples": len(rows), "truncated_examples": cut, "truncated_turns": turns, "max_length": max_length,
+            "longest_tokens": longest}
 
 
 def sft_loss(model, input_ids, labels, attention_mask=None):
@@ -160,11 +200,12 @@ def prepare_base_model(cfg: SFTStageConfig, rows: list[dict], out: Path) -> Path
 
 def device_settings(bf16: bool | None, batch_size: int, per_device_batch_size: int) -> dict:
     """Trainer arguments for this machine: bf16 (None = when the GPU supports it), CPU or GPU, and the micro-batch
-    with the gradient accumulation that make up the global ``batch_size`` over all GPUs."""
+    with the gradient accumulation that make up the global ``batch_size`` over all processes of an ``accelerate
+    launch`` (else over all GPUs)."""
     import torch
 
     cuda = torch.cuda.is_available()
-    world = max(1, torch.cuda.device_count()) if cuda else 1
+    world = world_size() if world_size() > 1 else (max(1, torch.cuda.device_count()) if cuda else 1)
     micro = per_device_batch_size or batch_size
     return {"bf16": bf16 if bf16 is not None else (cuda and torch.cuda.is_bf16_supported()), "use_cpu": not cuda,
             "per_device_train_batch_size": micro, "gradient_accumulation_steps": max(1, batch_size // (micro * world))}
@@ -173,8 +214,9 @@ def device_settings(bf16: bool | None, batch_size: int, per_device_batch_size: i
 def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkpoint_dir: Path):
     """Fine-tune ``base`` on chat ``rows`` with TRL's SFTTrainer; saves the (merged) model to ``out_dir``.
 
-    Returns the trainer's log history and the saved model's parameter count. Resumes from the newest checkpoint
-    in ``checkpoint_dir``.
+    Returns the trainer's log history, the saved model's parameter count and the :func:`truncation_report` (a
+    warning is logged when more than :data:`TRUNCATION_WARNING` of the examples are cut). Resumes from the newest
+    checkpoint in ``checkpoint_dir``.
     """
     import torch
     from datasets import Dataset
@@ -187,6 +229,11 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
         """TRL's SFT trainer with a warm-up whose first step trains (:mod:`steca_lib.schedule`)."""
 
     tokenizer = load_tokenizer(base, cfg.chat_template)
+    truncation = truncation_report(tokenizer, rows, cfg.max_length)
+    if truncation["truncated_examples"] > TRUNCATION_WARNING * len(rows):
+        log.warning("SFT cuts %d of %d examples at max_length=%d tokens (%d agent turns lose tokens; the longest "
+                    "example has %d): raise max_length or check the data", truncation["truncated_examples"],
+                    len(rows), cfg.max_length, truncation["truncated_turns"], truncation["longest_tokens"])
     device = device_settings(cfg.bf16, cfg.batch_size, cfg.per_device_batch_size)
     args = SFTConfig(
         output_dir=str(checkpoint_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
@@ -195,7 +242,8 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
         **device,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length",
+        ddp_find_unused_parameters=False,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         model_init_kwargs={"dtype": torch.bfloat16 if device["bf16"] else torch.float32},
     )
     peft_config = None
@@ -210,18 +258,20 @@ def train_sft(cfg: SFTStageConfig, rows: list[dict], base, out_dir: Path, checkp
     trainer.train(resume_from_checkpoint=True if resume else None)
     model = trainer.model
     if cfg.lora:
-        model.save_pretrained(out_dir / "adapter")
+        if is_main():
+            model.save_pretrained(out_dir / "adapter")
         model = model.merge_and_unload()
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return trainer.state.log_history, count_parameters(model)
+    if is_main():
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    return trainer.state.log_history, count_parameters(model), truncation
 
 
 def run_sft_stage(cfg: SFTStageConfig) -> dict:
     """Stage 01a: fine-tune on the expert data of stage 00; writes ``01_sft/model`` and ``train_log.jsonl``."""
-    data = stage_file(cfg.path, DATA_FILE)
+    data = data_file(cfg)
     inputs = {"data": file_digest(data)}
-    rows = expert_messages(cfg.path, cfg.n_trajectories)
+    rows = expert_messages(cfg.path, cfg.n_trajectories, cfg.data)
     if not rows:
         raise DataFormatError(f"{data}: no trajectories; SFT needs at least one expert trajectory")
     if cfg.model not in ("embedded", "smollm2"):
@@ -231,27 +281,35 @@ def run_sft_stage(cfg: SFTStageConfig) -> dict:
     if done is not None:
         return done
     started = time.time()
-    discard_if_inputs_changed(out, inputs, "checkpoints")
-    base = prepare_base_model(cfg, rows, out)
-    history, n_params = train_sft(cfg, rows, base, model_dir(cfg.path), out / "checkpoints")
-    write_jsonl_atomic(history, out / "train_log.jsonl")
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    with main_first():  # under accelerate launch rank 0 prepares, the other processes find its work
+        if is_main():
+            discard_if_inputs_changed(out, inputs, "checkpoints")
+        base = prepare_base_model(cfg, rows, out)
+    history, n_params, truncation = train_sft(cfg, rows, base, model_dir(cfg.path), out / "checkpoints")
+    barrier()
+    if is_main():
+        write_jsonl_atomic(history, out / "train_log.jsonl")
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     final = history[-1] if history else {}
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {"trajectories": len(rows), "parameters": n_params,
                "train_runtime_s": final.get("train_runtime"), "train_loss": final.get("train_loss"),
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "steps": final.get("step"), "model_dir": str(model_dir(cfg.path))}
+               "steps": final.get("step"), "model_dir": str(model_dir(cfg.path)), "data": str(data),
+               "truncation": truncation}
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
     if tokens and final.get("train_runtime"):
         summary["train_tokens_per_s"] = round(tokens / final["train_runtime"], 1)
-    write_manifest(out, STAGE, cfg, summary, started, inputs)
+    if is_main():
+        write_manifest(out, STAGE, cfg, summary, started, inputs)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     return stage_main(SFTStageConfig, run_sft_stage, "Stage 01a: expert SFT (run stage 00 first).", argv,
-                      options=(("--model", "model", {"help": "embedded, smollm2, a model folder or a hub name"}),))
+                      options=(("--model", "model", {"help": "embedded, smollm2, a model folder or a hub name"}),
+                               ("--data", "data", {"help": "a released trajectory file (FastChat or role/content) "
+                                                           "instead of stage 00's expert data"})))
 
 
 if __name__ == "__main__":

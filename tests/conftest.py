@@ -58,3 +58,18 @@ def scripted_run(tmp_path_factory):
                  backend=ScriptedBackend(run))
     run_step_reward_stage(config_from_params(StepRewardConfig, "smoke", run_dir=str(run)))
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(scripted_run, smoke_run, tmp_path_factory):
+    """The scripted run's stages 00–04 with the smoke SFT model (same world and seed) as stage 01."""
+    import shutil
+
+    from steca_lib.calibration import CalibrationConfig, run_calibration_stage
+    from steca_lib.config import config_from_params
+
+    run = tmp_path_factory.mktemp("reinforced") / "run"
+    shutil.copytree(scripted_run, run)
+    shutil.copytree(smoke_run[0] / "01_sft", run / "01_sft")
+    run_calibration_stage(config_from_params(CalibrationConfig, "smoke", run_dir=str(run), embedder="lexical"))
+    return run

@@ -183,3 +183,39 @@ def test_sft_evaluation_in_the_real_engine(smoke_run, tmp_path):
     assert summary["seen"]["n"] == 2 and summary["seen"]["success"] == 1.0
     records = [json.loads(line) for line in (run / "01_eval" / "scripted-alfworld-released" / "seen.jsonl").open()]
     assert all(r["id"].startswith("nested/household/seen/") for r in records)
+
+
+def test_adapter_defects_of_a_real_user(tmp_path, monkeypatch):
+    """The help listing speaks the paper's grammar, and a relative game path still names its task."""
+    [game] = write_games([generate_task(WorldSpec(), "train", 0)], tmp_path / "games")
+    env = AlfworldEnv(game)
+    env.reset()
+    listing = env.step("help").observation
+    assert "put (object) in/on (receptacle):" in listing and "move (object)" not in listing
+    monkeypatch.chdir(game.parent)
+    assert AlfworldEnv(game.name).task_id == game.parent.name != ""
+
+
+def test_released_data_need_only_the_evaluated_split_and_a_bad_folder_is_one_line(smoke_run, tmp_path):
+    import subprocess
+    import sys
+
+    from scripted import ScriptedBackend
+
+    from steca_lib.config import config_from_params
+    from steca_lib.evaluation import EvalConfig, run_eval_stage
+    from steca_lib.expert_data import load_tasks
+
+    run, _ = smoke_run
+    data = tmp_path / "only-seen" / "json_2.1.1"
+    write_games(load_tasks(run, "seen")[:2], data / "valid_seen" / "nested")  # no train/ and no valid_unseen/
+    cfg = config_from_params(EvalConfig, "smoke", run_dir=str(run), engine="alfworld", max_steps=40,
+                             alfworld_data=str(data.parent), label="only-seen", splits=("seen",))
+    assert run_eval_stage(cfg, backend=ScriptedBackend(run, mistake_rate=0.0))["seen"]["n"] == 2
+
+    proc = subprocess.run([sys.executable, "-m", "steca_lib.evaluation", "--profile", "smoke", "--run-dir", str(run),
+                           "--set", "engine=alfworld", "--set", f"alfworld_data={tmp_path / 'nothing-here'}",
+                           "--set", "label=bad-folder"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "does not hold ALFWorld's json_2.1.1 split folder(s) valid_seen, valid_unseen" in proc.stderr
+    assert not (run / "01_eval" / "bad-folder-alfworld-released").exists()

@@ -59,6 +59,9 @@ def test_expert_record_layout():
      "field 'conversations[0].content': expected a string"),
     ('[{"id": 1, "conversations": [{"from": "gpt", "value": "OK"}]}]', "expected a human turn"),
     ('[{"path": "vh/3", "conversations": [{"text": "x"}]}]', "record 0 (id='vh/3'), field 'conversations[0]'"),
+    # a turn that mixes the two styles, as in ETO's own in-context example file: the keys found are named
+    ('[{"id": 2, "conversations": [{"from": "human", "content": "hi"}]}]',
+     "field 'conversations[0]': has keys ['content', 'from']; expected 'from'/'value' or 'role'/'content'"),
 ])
 def test_malformed_files_name_file_record_and_field(tmp_path, content, message):
     path = tmp_path / "bad.json"

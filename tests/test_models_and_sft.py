@@ -79,7 +79,7 @@ def test_lora_on_a_second_architecture(tmp_path, smoke_run):
     cfg = config_from_params(SFTStageConfig, "smoke", model=str(base), lora=True, lora_r=4, epochs=1.0,
                              learning_rate=1e-2, n_trajectories=16, run_dir=str(tmp_path))
     before = load_model(base, device="cpu").state_dict()
-    history, n_params = train_sft(cfg, expert_messages(run, 16), base, tmp_path / "out", tmp_path / "ckpt")
+    history, n_params, _ = train_sft(cfg, expert_messages(run, 16), base, tmp_path / "out", tmp_path / "ckpt")
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
     merged = load_model(tmp_path / "out", device="cpu")
     assert merged.config.model_type == "qwen2" and count_parameters(merged) == n_params
@@ -117,16 +117,6 @@ def test_smollm2_without_its_wheel_says_what_to_install(tmp_path, monkeypatch):
         smollm2_checkpoint(tmp_path / "m")
 
 
-def test_accelerate_configs_parse():
-    from pathlib import Path
-
-    import yaml
-
-    configs = sorted((Path(__file__).parent.parent / "configs" / "accelerate").glob("*.yaml"))
-    kinds = {yaml.safe_load(p.read_text())["distributed_type"] for p in configs}
-    assert kinds == {"FSDP", "DEEPSPEED", "NO"}
-
-
 def test_sft_retrains_when_its_expert_data_changes(smoke_run, tmp_path):
     """The finished check records a digest of the expert file: new stage-00 data is never served a stale model."""
     import json
@@ -145,3 +135,53 @@ def test_sft_retrains_when_its_expert_data_changes(smoke_run, tmp_path):
     retrained = run_sft_stage(cfg)
     assert retrained["trajectories"] == smoke_run[1]["trajectories"] - 1
     assert load_manifest(run / "01_sft")["inputs"]["data"] != load_manifest(smoke_run[0] / "01_sft")["inputs"]["data"]
+
+
+def test_sft_trains_on_a_released_file_by_one_command(smoke_run, tmp_path):
+    """``python -m steca_lib.sft --data FILE`` on a role/content file, with no stage 00 in the run folder; the
+    summary and the manifest count what ``max_length`` cuts."""
+    import json
+    import subprocess
+    import sys
+
+    from steca_lib.artifacts import load_manifest
+    from steca_lib.data import load_trajectories, save_trajectories
+
+    released = tmp_path / "alfworld_sft.json"
+    save_trajectories(load_trajectories(smoke_run[0] / "00_environment" / "expert_train.json")[:12], released,
+                      style="role_content")
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "steca_lib.sft", "--profile", "smoke", "--run-dir", str(run),
+                           "--data", str(released), "--set", "max_length=256"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()  # the trainer logs to stdout before the summary
+    summary = json.loads("\n".join(lines[max(i for i, line in enumerate(lines) if line == "{"):]))
+    assert summary["trajectories"] == 12 and summary["data"] == str(released)
+    report = summary["truncation"]
+    assert report["examples"] == 12 and report["max_length"] == 256 and report["longest_tokens"] > 256
+    assert 0 < report["truncated_examples"] <= 12 and report["truncated_turns"] >= report["truncated_examples"]
+    assert "SFT cuts" in proc.stderr and "raise max_length" in proc.stderr  # warned: most examples are cut
+    assert load_manifest(run / "01_sft")["summary"]["truncation"] == report
+    assert not (run / "00_environment").exists()
+
+
+def test_truncation_report_counts_every_agent_turn_past_the_cut(smoke_run):
+    """Against an independent count: an agent turn survives when the conversation up to its end fits."""
+    from steca_lib.models import load_tokenizer
+    from steca_lib.sft import expert_messages, truncation_report
+
+    run, _ = smoke_run
+    tok = load_tokenizer(run / "01_sft" / "model")
+    rows = expert_messages(run, 8)
+    for max_length in (64, 300, 100_000):
+        lost = 0
+        for row in rows:
+            m = row["messages"]
+            for k in (k for k in range(len(m)) if m[k]["role"] == "assistant"):
+                ids = tok.apply_chat_template(m[:k + 1], tokenize=True, return_dict=True)["input_ids"]
+                needed = len(ids) - (tok.decode(ids[-1:]) == "\n")  # the turn's end token, not the newline after
+                lost += needed > max_length
+        report = truncation_report(tok, rows, max_length)
+        assert report["truncated_turns"] == lost, max_length
+    assert truncation_report(tok, rows, 100_000)["truncated_examples"] == 0

@@ -2,13 +2,12 @@
 variant end to end on the smoke profile."""
 
 import math
-import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from steca_lib.calibration import CalibrationConfig, load_set, run_calibration_stage
+from steca_lib.calibration import load_set
 from steca_lib.config import config_from_params
 from steca_lib.data import read_jsonl
 from steca_lib.models import load_tokenizer
@@ -83,16 +82,6 @@ def test_beta_zero_gives_the_weighted_sft_gradient(tmp_path):
     (batch["weight"] * nll).mean().backward()
     assert torch.allclose(grad(0.0), model.logits.grad, atol=1e-6)
     assert not torch.allclose(grad(0.5), model.logits.grad, atol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def trained_run(scripted_run, smoke_run, tmp_path_factory):
-    """The scripted run's stages 00–04 with the smoke SFT model (same world and seed) as stage 01."""
-    run = tmp_path_factory.mktemp("reinforced") / "run"
-    shutil.copytree(scripted_run, run)
-    shutil.copytree(smoke_run[0] / "01_sft", run / "01_sft")
-    run_calibration_stage(config_from_params(CalibrationConfig, "smoke", run_dir=str(run), embedder="lexical"))
-    return run
 
 
 def test_labels_cover_only_the_chosen_agent_turns(trained_run):

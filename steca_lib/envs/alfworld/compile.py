@@ -21,6 +21,7 @@ from pathlib import Path
 
 from steca_lib.envs.household.catalog import OPENABLE, TRANSFORMABLE, camel
 from steca_lib.envs.household.tasks import Task, type_of
+from steca_lib.errors import MissingExtra
 
 #: ALFRED ids of the two basin types: ``<Sink>_bar_<coords>_bar_<SinkBasin>``.
 _BASINS = {"sinkbasin": ("Sink", "SinkBasin"), "bathtubbasin": ("Bathtub", "BathtubBasin")}
@@ -121,7 +122,7 @@ def alfworld_resources() -> tuple[str, str]:
     try:
         import alfworld
     except ImportError as err:
-        raise ImportError(EXTRA_HELP) from err
+        raise MissingExtra(EXTRA_HELP) from err
     data = Path(alfworld.__file__).parent / "data"
     return (data / "alfred.pddl").read_text(), (data / "alfred.twl2").read_text()
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from steca_lib.envs.alfworld.compile import EXTRA_HELP
 from steca_lib.envs.base import StepResult, replay
+from steca_lib.errors import MissingExtra
 
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 _ARRIVAL = re.compile(r"^You arrive at [a-z]+ \d+\. ")
 _PUT = re.compile(r"put (.+?) in/on (.+)")
 _MOVED = re.compile(r"You move the (.+?) to the (.+?)\.")
+_HELP_MOVE = re.compile(r"move \(object\) to \(receptacle\):(\s*)")
 
 
 def _engine_modules():
@@ -29,7 +31,7 @@ def _engine_modules():
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
     except ImportError as err:
-        raise ImportError(EXTRA_HELP) from err
+        raise MissingExtra(EXTRA_HELP) from err
     return textworld, AlfredDemangler, AlfredInfos
 
 
@@ -41,11 +43,13 @@ def to_engine(action: str) -> str:
 
 
 def from_engine(observation: str, arrival_prefix: bool = True) -> str:
-    """The engine's text as the paper's data spell it: no banner, ``put`` feedback in the old wording; without
+    """The engine's text as the paper's data spell it: no banner, ``put`` feedback (and the ``help`` listing) in the
+    old wording; without
     ``arrival_prefix`` also no ``You arrive at X.`` (the embedded world's wording, for diagnosing text shift)."""
     text = observation.replace(BANNER, "").strip()
     if not arrival_prefix:
         text = _ARRIVAL.sub("", text)
+    text = _HELP_MOVE.sub(lambda m: "put (object) in/on (receptacle):" + " " * max(1, len(m.group(1)) - 4), text)
     return _MOVED.sub(r"You put the \1 in/on the \2.", text)
 
 
@@ -57,7 +61,7 @@ class AlfworldEnv:
         self.game_file = str(game_file)
         if not Path(self.game_file).is_file():
             raise FileNotFoundError(f"ALFWorld game file not found: {self.game_file}")
-        self.task_id = task_id or Path(self.game_file).parent.name
+        self.task_id = task_id or Path(self.game_file).resolve().parent.name
         self.split = split
         self.max_steps = max_steps
         self.arrival_prefix = arrival_prefix

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from steca_lib.errors import ConfigError, StecaError
+
 #: Kit split -> folder of the released data (ALFWorld's train / eval_in_distribution / eval_out_of_distribution).
 RELEASED_SPLITS = {"train": "train", "seen": "valid_seen", "unseen": "valid_unseen"}
 #: Games per evaluation split in the paper's tables (solvable, without movable/sliced tasks).
@@ -32,16 +34,30 @@ class GameRef:
     family: str
 
 
-def locate_data(path: str | os.PathLike | None = None) -> Path:
-    """The ``json_2.1.1`` folder of the released data (argument, else ``$ALFWORLD_DATA``); a clear error if absent."""
+class AlfworldDataError(StecaError, FileNotFoundError):
+    """The released ALFWorld data are not where the settings say."""
+
+
+def locate_data(path: str | os.PathLike | None = None, folders: tuple[str, ...] = tuple(RELEASED_SPLITS.values())
+                ) -> Path:
+    """The ``json_2.1.1`` folder of the released data (argument, else ``$ALFWORLD_DATA``) holding the split
+    ``folders`` that are needed (default: all three); a clear error if absent."""
     root = path or os.environ.get("ALFWORLD_DATA")
     if not root:
-        raise FileNotFoundError("No ALFWorld data folder given. " + DOWNLOAD_HELP)
+        raise AlfworldDataError("No ALFWorld data folder given. " + DOWNLOAD_HELP)
     root = Path(root).expanduser()
     for candidate in (root / "json_2.1.1", root):
-        if all((candidate / folder).is_dir() for folder in RELEASED_SPLITS.values()):
+        if all((candidate / folder).is_dir() for folder in folders):
             return candidate
-    raise FileNotFoundError(f"{root} does not hold ALFWorld's json_2.1.1 splits. " + DOWNLOAD_HELP)
+    raise AlfworldDataError(f"{root} does not hold ALFWorld's json_2.1.1 split folder(s) {', '.join(folders)}. "
+                            + DOWNLOAD_HELP)
+
+
+def split_folder(split: str) -> str:
+    """The released data's folder of a kit split."""
+    if split not in RELEASED_SPLITS:
+        raise ConfigError(f"ALFWorld has no split {split!r}; expected one of {', '.join(RELEASED_SPLITS)}")
+    return RELEASED_SPLITS[split]
 
 
 def collect_games(split_root: str | os.PathLike, families: tuple[str, ...] | None = None) -> list[GameRef]:
@@ -65,6 +81,5 @@ def collect_games(split_root: str | os.PathLike, families: tuple[str, ...] | Non
 
 def released_games(data: str | os.PathLike | None, split: str) -> list[GameRef]:
     """The released games of a kit split (``train``, ``seen``, ``unseen``)."""
-    if split not in RELEASED_SPLITS:
-        raise ValueError(f"ALFWorld has no split {split!r}; expected one of {sorted(RELEASED_SPLITS)}")
-    return collect_games(locate_data(data) / RELEASED_SPLITS[split])
+    folder = split_folder(split)
+    return collect_games(locate_data(data, (folder,)) / folder)
