@@ -277,6 +277,17 @@ def action_similarity(rows: list[dict], embedder: Embedder) -> dict[tuple[str, i
             float(embedder.cosine([r["expert_action"]], [r["explored_action"] or ""])[0, 0]) for r in rows}
 
 
+def detection_rows(run_dir: Path) -> tuple[list[dict], dict[tuple[str, int], dict]]:
+    """Stage 03's step-reward rows with ``continues`` (whether the greedy explored episode has a turn after
+    â_{j+1}, which the code rule needs) added from stage 02's records, and those greedy records by (task, j)."""
+    greedy = {(r["task_id"], r["step"]): r for r in load_rollouts(run_dir)
+              if r["branch"] == "explored" and r["sample"] == GREEDY}
+    rows = load_step_rewards(run_dir)
+    for r in rows:
+        r["continues"] = len(greedy[(r["task_id"], r["step"])]["conversations"]) > turn_index(r["step"]) + 2
+    return rows, greedy
+
+
 def run_calibration_stage(cfg: CalibrationConfig) -> dict:
     """Detect deviations, reflect on them (cached) and write the training sets; skips when already done."""
     inputs = {**upstream(cfg.path, "02_rollouts", "03_step_rewards"), "reflector": cfg.reflector_identity()}
@@ -285,12 +296,7 @@ def run_calibration_stage(cfg: CalibrationConfig) -> dict:
     if done is not None:
         return done
     started = time.time()
-    rows = load_step_rewards(cfg.path)
-    greedy = {(r["task_id"], r["step"]): r for r in load_rollouts(cfg.path)
-              if r["branch"] == "explored" and r["sample"] == GREEDY}
-    for r in rows:
-        conv, t = greedy[(r["task_id"], r["step"])]["conversations"], turn_index(r["step"])
-        r["continues"] = len(conv) > t + 2
+    rows, greedy = detection_rows(cfg.path)
     tasks = {r["task_id"] for r in rows}
     paths = {p.task.task_id: p for p in expert_paths(cfg.path, None) if p.task.task_id in tasks}
     embedder = open_embedder(cfg.embedder)

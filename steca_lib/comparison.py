@@ -13,14 +13,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from steca_lib.artifacts import load_manifest, model_inputs, upstream
+from steca_lib.artifacts import load_manifest
 from steca_lib.calibration import CalibrationConfig, run_calibration_stage
 from steca_lib.config import config_from_params, resolve_run_dir
 from steca_lib.data import read_jsonl, write_json_atomic
-from steca_lib.evaluation import EvalConfig, run_eval_stage
+from steca_lib.evaluation import EvalConfig, eval_inputs, run_eval_stage
 from steca_lib.iteration import iterate
 from steca_lib.metrics import paired_bootstrap_diff, seed_ci
-from steca_lib.recovery import RecoveryConfig, run_recovery_stage
+from steca_lib.recovery import RecoveryConfig, recovery_inputs, run_recovery_stage
 from steca_lib.reinforced import NoTrainingData, ReinforcedConfig, run_reinforced_stage
 from steca_lib.sft import model_dir as sft_model_dir
 
@@ -194,9 +194,9 @@ def _current(run: Path, key: str, profile: str, stage: str = "eval") -> dict | N
     manifest = load_manifest(folder)
     if not manifest or manifest.get("status") != "complete":
         return None
-    expected = model_inputs(manifest["config"].get("model_dir") or sft_model_dir(run))
-    if stage == "06_recovery":
-        expected = {**upstream(run, f"04_calibration/{manifest['config']['calibration']}"), **(expected or {})}
+    model, cfg = manifest["config"].get("model_dir") or sft_model_dir(run), manifest["config"]
+    expected = (recovery_inputs(run, cfg["calibration"], model) if stage == "06_recovery"
+                else eval_inputs(run, model, cfg.get("alfworld_data", "")))
     return manifest if manifest.get("inputs") == expected else None
 
 

@@ -1,7 +1,9 @@
 """Deviation detection (the paper's Eq. 5, or the official code's rule) and the trajectory deviation distance.
 
 Both rules read the step-reward rows of stage 03 (one per task and branch point j, with r(a_{j+1}) as
-``expert_reward`` and r(â_{j+1}) as ``explored_reward``) and compare the explored action with the reward of the
+``expert_reward`` and r(â_{j+1}) as ``explored_reward``; the code rule also needs ``continues``, whether the greedy
+explored episode has a turn after â_{j+1}, which stage 04 adds to each row from stage 02's records before
+detection) and compare the explored action with the reward of the
 *previous* expert step, r(a_j), because completion probability should rise along a good trajectory:
 
 * ``paper``: â_{j+1} is deviated iff r(â_{j+1}) − r(a_j) < δ; only the first deviation of a task is calibrated.
@@ -27,12 +29,11 @@ RULES = ("paper", "code")
 
 
 def with_previous_reward(rows: list[dict]) -> list[dict]:
-    """Rows with j ≥ 1, each with r(a_j) (the expert reward of the task's row j − 1) as ``previous_expert_reward``,
-    in (task, step) order."""
+    """Rows in (task, step) order, each with r(a_j) (the expert reward of the task's row j − 1) as
+    ``previous_expert_reward``; None at j = 0, where there is no previous expert step."""
     by_key = {(r["task_id"], r["step"]): r["expert_reward"] for r in rows}
-    return [{**r, "previous_expert_reward": by_key[(r["task_id"], r["step"] - 1)]}
-            for r in sorted(rows, key=lambda r: (r["task_id"], r["step"]))
-            if (r["task_id"], r["step"] - 1) in by_key]
+    return [{**r, "previous_expert_reward": by_key.get((r["task_id"], r["step"] - 1))}
+            for r in sorted(rows, key=lambda r: (r["task_id"], r["step"]))]
 
 
 Funnel = list[tuple[str, int]]
@@ -49,7 +50,8 @@ def _filter(rows: list[dict], checks: list[tuple[str, Callable[[dict], bool]]], 
 def paper_deviations(rows: list[dict], delta: float = 0.0) -> tuple[list[dict], Funnel]:
     """Eq. 5: per task, the first j with â_{j+1} ≠ a_{j+1} and r(â_{j+1}) − r(a_j) < δ."""
     funnel: Funnel = [("branch points", len(rows))]
-    kept = _filter(with_previous_reward(rows), [("j ≥ 1 (r(a_j) exists)", lambda r: True),
+    kept = _filter(with_previous_reward(rows), [("j ≥ 1 (r(a_j) exists)",
+                                                 lambda r: r["previous_expert_reward"] is not None),
                                                 ("explored action ≠ expert action", lambda r: not r["same_action"]),
                                                 (f"r(â) − r(a_j) < {delta:g}",
                                                  lambda r: r["explored_reward"] - r["previous_expert_reward"] < delta)],
@@ -69,11 +71,12 @@ def code_deviations(rows: list[dict], similarity: dict[tuple[str, int], float], 
     funnel: Funnel = [("branch points", len(rows))]
     annotated = [{**r, "action_similarity": similarity.get((r["task_id"], r["step"]), 1.0)}
                  for r in with_previous_reward(rows)]
-    kept = _filter(annotated, [(f"j ≥ {min_step}", lambda r: r["step"] >= min_step),
+    first = max(min_step, 1)  # r(a_j) exists from j = 1 on
+    kept = _filter(annotated, [(f"j ≥ {first}", lambda r: r["step"] >= first),
                                ("explored action ≠ expert action", lambda r: not r["same_action"]),
                                ("r(â) ≤ r(a_j)", lambda r: r["explored_reward"] <= r["previous_expert_reward"]),
                                ("greedy continuation failed", lambda r: not r["greedy_success"]),
-                               ("continuation has turns after â", lambda r: r.get("continues", True)),
+                               ("continuation has turns after â", lambda r: r["continues"]),
                                (f"action cosine < {max_similarity:g}",
                                 lambda r: r["action_similarity"] < max_similarity)], funnel)
     return kept, funnel

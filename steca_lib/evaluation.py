@@ -206,6 +206,13 @@ def eval_folder_name(cfg: EvalConfig) -> str:
             + ("" if cfg.alfworld_arrival_prefix else "-noarrival"))
 
 
+def eval_inputs(run_dir: Path, model: str | Path, alfworld_data: str = "") -> dict[str, str] | None:
+    """What an evaluation is made from: stage 00's tasks (not for released ALFWorld games) and the stage that made
+    the model (see :func:`~steca_lib.artifacts.upstream`)."""
+    tasks = {} if alfworld_data else upstream(run_dir, "00_environment")
+    return {**tasks, **(model_inputs(model) or {})} or None
+
+
 def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationBackend | None = None) -> dict:
     """Evaluate ``cfg.model_dir`` (default: the SFT model) on ``cfg.splits``; one summary per split."""
     model = cfg.model_dir or str(sft_model_dir(cfg.path))
@@ -215,8 +222,7 @@ def run_eval_stage(cfg: EvalConfig, stage: str = "01_eval", backend: GenerationB
         from steca_lib.envs.alfworld.games import locate_data, split_folder
 
         locate_data(cfg.alfworld_data, tuple(split_folder(s) for s in cfg.splits))
-    tasks = {} if cfg.alfworld_data else upstream(cfg.path, "00_environment")
-    inputs = {**tasks, **(model_inputs(model) or {})} or None
+    inputs = eval_inputs(cfg.path, model, cfg.alfworld_data)
     out = stage_dir(cfg.path, f"{stage}/{eval_folder_name(cfg)}")
     done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:

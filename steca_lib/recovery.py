@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -99,12 +100,17 @@ def unseen_cases(cfg: RecoveryConfig) -> dict[str, Episode]:
     return out
 
 
+def recovery_inputs(run_dir: Path, calibration: str, model: str | Path) -> dict[str, str]:
+    """What the recovery test is made from: the stage-04 calibration of its seen cases and the model's stage."""
+    return {**upstream(run_dir, f"04_calibration/{calibration}"), **(model_inputs(model) or {})}
+
+
 def run_recovery_stage(cfg: RecoveryConfig, backend: GenerationBackend | None = None) -> dict:
     """Continue every case greedily with ``cfg.model_dir`` (default: the SFT model); success per case set."""
     model = cfg.model_dir or str(sft_model_dir(cfg.path))
     if backend is None:
         require_sft_model(model, "model_dir")
-    inputs = {**upstream(cfg.path, f"04_calibration/{cfg.calibration}"), **(model_inputs(model) or {})}
+    inputs = recovery_inputs(cfg.path, cfg.calibration, model)
     out = stage_dir(cfg.path, f"{STAGE}/{cfg.label}")
     done = finished_summary(out, cfg, inputs=inputs)
     if done is not None:

@@ -4,17 +4,18 @@ import json
 import math
 import shutil
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 from scripted import ScriptedBackend
 
 from steca_lib import comparison, reproduce
-from steca_lib.artifacts import write_manifest
+from steca_lib.artifacts import load_manifest, write_manifest
 from steca_lib.calibration import CalibrationConfig, load_set, run_calibration_stage
-from steca_lib.config import config_from_params, parse_assignments
+from steca_lib.config import EnvironmentConfig, config_from_params, parse_assignments
 from steca_lib.data import write_jsonl_atomic
-from steca_lib.evaluation import EvalConfig
+from steca_lib.evaluation import EvalConfig, eval_inputs
 from steca_lib.metrics import paired_bootstrap_diff, seed_ci
 from steca_lib.prompts import parse_react_action
 from steca_lib.recovery import RecoveryConfig, run_recovery_stage, seen_cases, unseen_cases
@@ -76,11 +77,6 @@ def test_recovery_stage_plays_every_case_and_skips_when_done(calibrated_run):
     assert run_recovery_stage(cfg, backend=backend) == summary and backend.calls == calls
 
 
-def test_ablations_train_on_seed_0_except_in_the_cpu_profile():
-    assert comparison.default_ablation_seeds("smoke") == [0] == comparison.default_ablation_seeds("paper")
-    assert comparison.default_ablation_seeds("cpu") == []  # opt-in there: a seed would take twice as long
-
-
 def test_seed_interval_is_student_t():
     mean, low, high = seed_ci([0.2, 0.3, 0.4])
     assert mean == pytest.approx(0.3)
@@ -97,7 +93,10 @@ def fake_eval(run, key, seen, unseen, families=("pick_and_place_simple",)):
                 for i, o in enumerate(outcomes)]
         write_jsonl_atomic(rows, folder / f"{split}.jsonl")
         summary[split] = {"success": sum(outcomes) / len(outcomes), "ci_low": 0.0, "ci_high": 1.0}
-    write_manifest(folder, "eval", EvalConfig(), summary, time.time())
+    if load_manifest(Path(run) / "00_environment") is None:  # the stage the evaluation's inputs name
+        write_manifest(Path(run) / "00_environment", "00_environment", EnvironmentConfig(), {}, time.time())
+    write_manifest(folder, "eval", EvalConfig(), summary, time.time(),
+                   eval_inputs(run, comparison.sft_model_dir(run)))
 
 
 def test_main_table_pools_seeds_with_the_papers_numbers(tmp_path):

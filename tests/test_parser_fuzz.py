@@ -30,13 +30,18 @@ def test_any_text_is_answered_never_raised(text):
 def test_grammar_like_word_salad(words, k):
     env = HouseholdEnv(TASKS[k])
     env.reset()
-    parsed = parse_action(" ".join(words))
-    result = env.step(" ".join(words))
+    text = " ".join(words)
+    admissible = env.admissible_actions()
+    parsed = parse_action(text)
+    result = env.step(text)
     if parsed is None:
         assert result.observation == NOTHING
     else:
         verb, args = parsed
         assert all(a.split()[-1].isdigit() for a in args)
+        # a well-formed action does something exactly when the world lists it as admissible here
+        normalized = " ".join(text.lower().split()).rstrip(".")
+        assert (result.observation == NOTHING) == (normalized not in admissible), (text, result.observation)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])

@@ -2,9 +2,11 @@
 merge from shards, and the step rewards follow Eq. 1."""
 
 import json
+import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from steca_lib.generation import HFBackend, Request, Sampling
 from steca_lib import kv_engine
 from steca_lib.kv_engine import CachedHFBackend, gumbel_block
 from steca_lib.models import load_model, load_tokenizer
-from steca_lib.rollouts import RolloutConfig, load_rollouts, merge_shards, run_rollouts
+from steca_lib.rollouts import RolloutConfig, load_rollouts, merge_shards, run_rollouts, turn_index
 from steca_lib.step_rewards import mc_reward, step_reward_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,11 +185,17 @@ def test_engine_records_equal_naive_path(smoke_run, tmp_path):
     assert a.keys() == b.keys() and len(a) == summary["expected"] > 0
     greedy = [k for k in a if k.endswith("/-1")]
     assert all(a[k] == b[k] for k in greedy)
-    # sampled continuations: same Monte Carlo rewards per (step, branch) up to sampling noise
-    rows_a, rows_b = step_reward_rows(load_rollouts(run_a)), step_reward_rows(load_rollouts(run_b))
-    for ra, rb in zip(rows_a, rows_b):
-        assert abs(ra["expert_reward"] - rb["expert_reward"]) <= 2 / 3
-        assert abs(ra["explored_reward"] - rb["explored_reward"]) <= 2 / 3
+    # sampled continuations (other random streams): the agent's sampled turns have the same length distribution up to
+    # sampling noise, pooled over every continuation (3 standard errors; the sampler's distribution itself is tested
+    # below). The smoke agent rarely succeeds, so turn lengths are the statistic that varies.
+    def sampled_turn_lengths(run):
+        return [len(t["value"]) for r in load_rollouts(run) if r["sample"] != -1
+                for t in r["conversations"][turn_index(r["step"]) + 1:] if t["from"] == "gpt"]
+
+    x, y = sampled_turn_lengths(run_a), sampled_turn_lengths(run_b)
+    assert statistics.pstdev(x) > 0 and statistics.pstdev(y) > 0  # sampling, not the greedy answer repeated
+    se = math.sqrt(statistics.pvariance(x) / len(x) + statistics.pvariance(y) / len(y))
+    assert abs(statistics.mean(x) - statistics.mean(y)) <= 3 * se, (statistics.mean(x), statistics.mean(y), se)
 
 
 def test_engine_sampler_draws_from_the_softmax():
