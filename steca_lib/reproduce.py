@@ -5,7 +5,8 @@
 finished for that run with the same extra parameters is skipped (stages cache their artifacts, so a rerun with
 other parameters only does what is new); a failing one stops the run and its executed copy is kept for inspection.
 Seeds run one after another, so notebook 06 of the last seed compares all of them; its report and figures are
-copied to ``figures/`` and its results table into the README between the ``results`` markers.
+copied to ``figures/``, its report into ``docs/results.md`` between the ``results`` markers and its main table into
+the README between the ``headline`` markers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from steca_lib import pipeline
 from steca_lib.artifacts import package_versions
 from steca_lib.comparison import sibling_runs
 from steca_lib.config import PROFILES, parse_assignments, resolve_run_dir
@@ -30,8 +32,11 @@ log = logging.getLogger("steca_lib.reproduce")
 
 
 def notebooks(directory: Path = REPO / "notebooks") -> list[Path]:
-    """The numbered stage notebooks, in order."""
-    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    """The stage notebooks in pipeline order (:mod:`steca_lib.pipeline`); in another folder, its numbered notebooks
+    in name order."""
+    if Path(directory).resolve() == (REPO / "notebooks").resolve():
+        return [Path(directory) / f"{name}.ipynb" for name in pipeline.notebooks()]
+    return sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
 
 
 class NotebookFailed(StecaError):
@@ -99,20 +104,25 @@ def run_notebooks(profile: str, seed: int, run_dir: Path, only: list[str] | None
 
 
 def refresh_figures(run_dir: Path, target: Path = REPO / "figures") -> list[Path]:
-    """Copy the run's PNG figures into the repository's ``figures/`` folder."""
+    """Make the repository's ``figures/`` the run's PNG figures: copy them, and remove figures the run did not make
+    (so that every figure there comes from the same reproduction and settings)."""
     target.mkdir(exist_ok=True)
-    copied = []
-    for png in sorted((run_dir / "figures").glob("*.png")):
+    made = sorted((run_dir / "figures").glob("*.png"))
+    for stale in sorted(set(target.glob("*.png")) - {target / png.name for png in made}):
+        stale.unlink()
+    for png in made:
         shutil.copy2(png, target / png.name)
-        copied.append(target / png.name)
-    return copied
+    return [target / png.name for png in made]
 
 
 #: Seeds the reproduction runs when none are given (the issue's default: 3 for the embedded cpu profile).
 DEFAULT_SEEDS = {"cpu": [0, 1, 2]}
+#: The generated blocks: the full results in ``docs/results.md``, the headline (main table) in the README.
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+HEADLINE_MARKERS = ("<!-- headline:start -->", "<!-- headline:end -->")
+RESULTS_PAGE = REPO / "docs" / "results.md"
 #: Notebooks a profile runs when ``--only`` is not given. The ScienceWorld profiles run stages 01–05 (notebook 00 is
-#: the household world's tour, 06 its comparison and recovery test) and leave ``figures/`` and the README alone.
+#: the household world's tour, 06 its comparison and recovery test) and leave ``figures/`` and the results pages alone.
 PROFILE_NOTEBOOKS = {"smoke-scienceworld": ["01", "02", "03", "04", "05"],
                      "cpu-scienceworld": ["01", "02", "03", "04", "05"]}
 
@@ -128,18 +138,11 @@ def copy_report(run_dir: Path, target: Path = REPO / "figures") -> list[Path]:
     return copied
 
 
-#: Stage folders summed into one line of the wall-time table (patterns relative to a run folder).
-STAGE_GROUPS = (("00 environment", "00_environment"), ("01 SFT", "01_sft"), ("01 evaluation", "01_eval/sft"),
-                ("02 rollouts", "02_rollouts"), ("03 step rewards", "03_step_rewards"),
-                ("04 calibration", "04_calibration/*"), ("05 training (every method)", "05_reinforced/*"),
-                ("05 evaluation (every method)", "05_eval/*"), ("06 recovery", "06_recovery/*"))
-
-
 def stage_times(run_dir: Path) -> dict[str, float]:
     """Seconds per stage group from the stage manifests (a resumed stage counts its last session only). Other
     ``01_eval`` folders are CLI diagnostics (dev split, ALFWorld engine), not part of the reproduction."""
     out = {}
-    for name, pattern in STAGE_GROUPS:
+    for name, pattern in pipeline.time_rows():
         manifests = sorted(Path(run_dir).glob(f"{pattern}/manifest.json"))
         times = [json.loads(m.read_text())["wall_time_s"] for m in manifests]
         if times:
@@ -156,10 +159,10 @@ def run_seed(run: Path) -> int:
 
 
 def results_section(times: dict[int, dict[str, float]], profile: str, report: str) -> str:
-    """The README's generated block: the report and the wall time of every stage per seed."""
+    """The generated block of ``docs/results.md``: the report and the wall time of every stage per seed."""
     seeds = list(times)
     lines = ["| Stage | " + " | ".join(f"seed {s} (min)" for s in seeds) + " |", "|" + "---|" * (len(seeds) + 1)]
-    for name, _ in STAGE_GROUPS:
+    for name, _ in pipeline.time_rows():
         if any(name in t for t in times.values()):
             lines.append(f"| {name} | " + " | ".join(f"{times[s][name] / 60:.1f}" if name in times[s] else "—"
                                                       for s in seeds) + " |")
@@ -170,10 +173,21 @@ def results_section(times: dict[int, dict[str, float]], profile: str, report: st
             "its last session only):\n\n" + "\n".join(lines) + "\n")
 
 
-def update_readme(section: str, readme: Path = REPO / "README.md") -> None:
-    """Replace the text between the README's results markers with ``section``."""
+def headline_section(profile: str, report: str) -> str:
+    """The README's generated headline: the main table of notebook 06's report (``figures/results.md``)."""
+    table = re.search(r"(?m)^\| Method \|.*\n(?:\|.*\n?)+", report)
+    if table is None:
+        raise ValueError("the report has no main table (a '| Method |' table)")
+    return (f"_Generated by `python -m steca_lib.reproduce --profile {profile}` from `figures/results.md` (success %, "
+            "95% interval over seeds; the paper's ALFWorld numbers beside it, not comparable in scale); do not edit "
+            f"by hand._\n\n{table.group(0).rstrip()}\n")
+
+
+def update_readme(section: str, readme: Path = RESULTS_PAGE, markers: tuple[str, str] = README_MARKERS) -> None:
+    """Replace the text between ``markers`` in ``readme`` (default: the results block of ``docs/results.md``) with
+    ``section``."""
     text = readme.read_text()
-    start, end = README_MARKERS
+    start, end = markers
     if start not in text or end not in text:
         raise ValueError(f"{readme} has no {start} ... {end} block to refresh")
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
@@ -193,7 +207,8 @@ def reproduce(argv: list[str]) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="extra notebook parameter (JSON value), e.g. --param 'ablations=[]'")
     ap.add_argument("--runs-dir", default="", help="parent folder of the run folders (default: runs/)")
-    ap.add_argument("--no-figures", action="store_true", help="do not refresh figures/ and the README results")
+    ap.add_argument("--no-figures", action="store_true",
+                    help="do not refresh figures/, docs/results.md and the README headline")
     ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT,
                     help=f"seconds a notebook cell may run (default {CELL_TIMEOUT}; 0 = no limit)")
     ap.add_argument("--debug", action="store_true", help="on an error, show the traceback (or STECA_DEBUG=1)")
@@ -225,7 +240,8 @@ def reproduce(argv: list[str]) -> int:
         if report.exists():
             times = {run_seed(run): stage_times(run) for run in sibling_runs(last, args.profile)}  # seeds pooled
             update_readme(results_section(times, args.profile, report.read_text()))
-            log.info("README results section refreshed")
+            update_readme(headline_section(args.profile, report.read_text()), REPO / "README.md", HEADLINE_MARKERS)
+            log.info("docs/results.md and the README headline refreshed")
     return 0
 
 

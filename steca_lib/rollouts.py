@@ -40,7 +40,8 @@ STAGE = "02_rollouts"
 GREEDY = -1
 EXECUTORS = ("local", "ray")
 #: Settings that do not change the records: where and how the work runs (the finished check leaves them out).
-HOW_IT_RUNS = ("run_dir", "extra", "shard", "backend", "batch_size", "executor", "ray_shards", "ray_cpus", "ray_address")
+HOW_IT_RUNS = ("run_dir", "extra", "shard", "backend", "batch_size", "executor", "ray_shards", "ray_cpus",
+               "ray_address")
 log = logging.getLogger(__name__)
 
 

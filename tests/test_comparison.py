@@ -200,3 +200,22 @@ def test_reproduction_skips_finished_notebooks_and_stops_at_a_failure(tmp_path):
     with pytest.raises(Exception, match="RuntimeError"):  # other parameters run it again
         reproduce.run_notebooks("smoke", 7, run, directory=nbs, params=parse_assignments(["extra=[2]"]))
     assert (nbs / "done.txt").read_text() == "7 [1]7 [2]"
+
+
+def test_one_registry_describes_every_method_once():
+    """``steca_lib.methods``: stage 05's variants are the methods with a loss; every method and ablation makes a
+    valid stage-05 config (or none, for SFT) with a distinct evaluation folder and label."""
+    from steca_lib import methods
+    from steca_lib.reinforced import VARIANTS
+
+    assert VARIANTS is methods.VARIANTS and set(VARIANTS) == {"rft", "eto", "ipr", "sft+dpo", "wo-rt", "steca"}
+    keys = [*methods.METHODS, *methods.ABLATIONS]
+    labels = [methods.method(k).label for k in keys]
+    assert len(set(labels)) == len(labels)
+    folders = {k: comparison.eval_label(Path("runs/smoke-seed0"), k, "smoke") for k in keys}
+    assert len(set(folders.values())) == len(folders) and folders["sft"] == "sft" and folders["eto-3"] == "eto-r3"
+    assert comparison.reinforced_config("smoke", 0, "", "no-calibrated").sets == ("explored", "expert_sub",
+                                                                                 "traj_pairs")
+    assert methods.method("steca").paper == (74.3, 76.1) and methods.method("sft").loss is None
+    with pytest.raises(KeyError, match="unknown method 'ppo'"):
+        methods.method("ppo")

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 
 from steca_lib.envs.household import SPLITS, HouseholdEnv, HouseholdExpert, WorldSpec, generate_split, generate_task
-from steca_lib.envs.household.catalog import FAMILIES, OPENABLE
+from steca_lib.envs.household.catalog import FAMILIES, OPENABLE, type_of
 from steca_lib.envs.household.generator import floorplans_for, is_unseen_combo
-from steca_lib.envs.household.tasks import Task, type_of
+from steca_lib.envs.household.tasks import Task
 
 
 def test_same_seed_same_tasks_and_trajectories(spec):

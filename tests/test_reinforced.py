@@ -99,7 +99,7 @@ def test_every_variant_trains_end_to_end(trained_run, variant):
     cfg = config_from_params(ReinforcedConfig, "smoke", run_dir=str(trained_run), variant=variant)
     summary = run_reinforced_stage(cfg)
     assert summary["samples"] == sum(len(load_set(trained_run, s)) for s in cfg.sets) and summary["steps"] >= 1
-    assert set(summary["by_set"]) == set(VARIANTS[variant]["sets"])
+    assert set(summary["by_set"]) == set(VARIANTS[variant].sets)
     assert summary["beta"] == (0.0 if variant in ("steca", "wo-rt", "rft") else 0.1)
     assert (summary["weights_mean"] == 1.0) == (variant in ("wo-rt", "ipr", "eto", "rft"))
     assert (trained_run / "05_reinforced" / variant / "model" / "config.json").exists()

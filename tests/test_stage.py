@@ -86,3 +86,70 @@ def test_results_of_other_inputs_are_not_resumed(tmp_path):
     assert finished_summary(out, {"seed": 0}, inputs=retrained) is None
     assert discard_if_inputs_changed(out, retrained) == [out / "seen.jsonl"]
     assert not (out / "seen.jsonl").exists()
+
+
+def test_the_pipeline_is_declared_once_and_matches_the_notebooks():
+    """``steca_lib.pipeline`` lists every stage notebook in order; reproduce runs them in that order and every
+    stage's config and run function resolve."""
+    from pathlib import Path
+
+    from steca_lib import pipeline, reproduce
+
+    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    assert [p.stem for p in reproduce.notebooks(folder)] == pipeline.notebooks()
+    assert pipeline.notebooks() == sorted(p.stem for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    for s in pipeline.STAGES:
+        if s.config:
+            assert callable(s.run_function()) and s.config_class().__name__.endswith("Config")
+            assert s.notebook[:2] == s.folder[:2]
+    assert [name for name, _ in pipeline.time_rows()][0] == "00 environment"
+    with pytest.raises(ValueError, match="unknown stage 'xx'"):
+        pipeline.ensure("smoke", before="xx")
+
+
+def test_ensure_runs_the_earlier_stages_once(tmp_path):
+    from steca_lib import pipeline
+    from steca_lib.artifacts import load_manifest
+
+    pipeline.ensure("smoke", 0, str(tmp_path), before="01_sft")
+    first = load_manifest(tmp_path / "00_environment")
+    assert first["status"] == "complete" and not (tmp_path / "01_sft").exists()
+    pipeline.ensure("smoke", 0, str(tmp_path), before="01_sft")  # finished: skipped
+    assert load_manifest(tmp_path / "00_environment")["finished_at"] == first["finished_at"]
+
+
+def test_readme_and_docs_links_resolve_and_the_front_door_is_small():
+    """Every relative link of README.md and docs/*.md names a file that exists; the README stays under 10 KB with
+    its generated headline block."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    pages = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not target.startswith(("http://", "https://", "mailto:")):
+                assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+    readme = (repo / "README.md").read_text()
+    assert len(readme.encode()) <= 10_240 and "<!-- headline:start -->" in readme
+    assert "<!-- results:start -->" in (repo / "docs" / "results.md").read_text()
+
+
+def test_headline_is_the_reports_main_table_and_figures_come_from_one_run(tmp_path):
+    from steca_lib import reproduce
+
+    report = "**Main table**\n\n| Method | Seeds | Seen |\n|---|---|---|\n| SFT | 3 | 11.0 |\n\n**Other**\n\n| A |\n"
+    section = reproduce.headline_section("cpu", report)
+    assert section.endswith("| Method | Seeds | Seen |\n|---|---|---|\n| SFT | 3 | 11.0 |\n") and "| A |" not in section
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- headline:start -->\nold\n<!-- headline:end -->\nend\n")
+    reproduce.update_readme(section, readme, reproduce.HEADLINE_MARKERS)
+    assert "old" not in readme.read_text() and "| SFT | 3 | 11.0 |" in readme.read_text()
+    run, figures = tmp_path / "run", tmp_path / "figures"
+    (run / "figures").mkdir(parents=True)
+    figures.mkdir()
+    (run / "figures" / "a.png").write_bytes(b"new")
+    (figures / "a.png").write_bytes(b"old")
+    (figures / "stale.png").write_bytes(b"older settings")
+    assert reproduce.refresh_figures(run, figures) == [figures / "a.png"]
+    assert sorted(p.name for p in figures.iterdir()) == ["a.png"] and (figures / "a.png").read_bytes() == b"new"

@@ -19,8 +19,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from steca_lib.envs.household.catalog import OPENABLE, TRANSFORMABLE, camel
-from steca_lib.envs.household.tasks import Task, type_of
+from steca_lib.envs.household.catalog import OPENABLE, TRANSFORMABLE, camel, type_of
+from steca_lib.envs.household.tasks import Task
 from steca_lib.errors import MissingExtra
 
 #: ALFRED ids of the two basin types: ``<Sink>_bar_<coords>_bar_<SinkBasin>``.

@@ -182,6 +182,11 @@ CAMEL = {
 }
 
 
+def type_of(name: str) -> str:
+    """The type of an entity name: ``"cabinet 3"`` -> ``"cabinet"``."""
+    return name.rsplit(" ", 1)[0]
+
+
 def camel(name: str) -> str:
     """ALFWorld-style CamelCase of a type name (``sinkbasin`` -> ``SinkBasin``)."""
     return CAMEL.get(name, name.capitalize())

@@ -12,8 +12,8 @@ import random
 import re
 from collections.abc import Generator
 
-from steca_lib.envs.household.catalog import OBJECT_PRIORS, OPENABLE, TRANSFORM_APPLIANCE
-from steca_lib.envs.household.tasks import Goal, Task, type_of
+from steca_lib.envs.household.catalog import OBJECT_PRIORS, OPENABLE, TRANSFORM_APPLIANCE, type_of
+from steca_lib.envs.household.tasks import Goal, Task
 from steca_lib.envs.household.world import HouseholdEnv
 
 #: A step of the expert: (thought, action). The generator receives each action's observation back.

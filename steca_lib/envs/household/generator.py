@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from steca_lib.envs.household.catalog import (FAMILIES, FAMILY_TRANSFORM, LIT_ROOMS, LOOKABLE, OBJECT_PRIORS,
                                               PLACEABLE_TARGETS, ROOM_OBJECTS, ROOM_RECEPTACLES, TRANSFORM_APPLIANCE,
-                                              TRANSFORMABLE)
-from steca_lib.envs.household.tasks import Goal, Scene, Task, type_of
+                                              TRANSFORMABLE, type_of)
+from steca_lib.envs.household.tasks import Goal, Scene, Task
 
 SPLITS = ("train", "seen", "unseen")
 #: Receptacles where almost anything may be put as a goal, beside the object's own usual places.

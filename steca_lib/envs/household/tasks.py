@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from steca_lib.envs.household.catalog import FAMILY_TRANSFORM, camel
-
-
-def type_of(name: str) -> str:
-    """The type of an entity name: ``"cabinet 3"`` -> ``"cabinet"``."""
-    return name.rsplit(" ", 1)[0]
+from steca_lib.envs.household.world import HouseholdEnv
 
 
 @dataclass(frozen=True)
@@ -59,10 +55,8 @@ class Task:
         """The task family (``goal.family``), as every benchmark's tasks name it."""
         return self.goal.family
 
-    def make_env(self, max_steps: int = 40):
+    def make_env(self, max_steps: int = 40) -> HouseholdEnv:
         """A fresh episode of this task in the embedded world."""
-        from steca_lib.envs.household.world import HouseholdEnv
-
         return HouseholdEnv(self, max_steps=max_steps)
 
     @property

@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from steca_lib.envs.base import StepResult
-from steca_lib.envs.household.catalog import OPENABLE, TRANSFORM_APPLIANCE
-from steca_lib.envs.household.tasks import Task, type_of
+from steca_lib.envs.household.catalog import OPENABLE, TRANSFORM_APPLIANCE, type_of
+
+if TYPE_CHECKING:  # the world plays a task; tasks.py makes the world for a task (Task.make_env)
+    from steca_lib.envs.household.tasks import Task
 
 NOTHING = "Nothing happens."
 
