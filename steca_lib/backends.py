@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from steca_lib.config import check_config
 from steca_lib.errors import ConfigError
 from steca_lib.generation import GenerationBackend
 
@@ -10,6 +13,27 @@ from steca_lib.generation import GenerationBackend
 BACKENDS = ("cached", "hf", "vllm", "openai")
 #: Model dtypes a config may name (``torch`` attribute names).
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class GenerationSettings:
+    """How a stage plays episodes with a model (a group the exploration and evaluation configs compose)."""
+
+    max_steps: int = 40
+    """Episode step limit, counted from the task start (the paper's configs: 40; exploration does not branch at
+    j ≥ max_steps − 1)."""
+    max_new_tokens: int = 96
+    """Generation budget per agent turn (paper: 512)."""
+    batch_size: int = 48
+    """Live episodes advanced together by the backend."""
+    backend: str = "cached"
+    """:data:`BACKENDS`: ``cached`` (the kit's prefix-caching engine), ``hf``, ``vllm`` or ``openai``."""
+    dtype: str = "float32"
+    """Model dtype for generation (:data:`DTYPES`)."""
+
+    def check_generation(self) -> None:
+        check_config(self, counts=("max_steps", "max_new_tokens", "batch_size"),
+                     choices={"backend": BACKENDS, "dtype": DTYPES})
 
 
 def open_backend(kind: str, model_dir: str, dtype: str = "float32", cache_rows: int = 128) -> GenerationBackend:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, model_inputs, stage_dir, upstream, write_manifest
-from steca_lib.config import RunFolder, check_config
+from steca_lib.config import RunSettings, check_config
 from steca_lib.data import fastchat_turns, read_jsonl, write_json_atomic, write_jsonl_atomic
 from steca_lib.deviation import RULES, count_by, detect, sample_weight, trajectory_deviation
 from steca_lib.embedders import EMBEDDERS, Embedder, open_embedder
@@ -51,7 +51,7 @@ NOT_COMPARED = ("run_dir", "extra", "reflector_timeout", "reflector_retries", "r
 
 
 @dataclass
-class CalibrationConfig(RunFolder):
+class CalibrationConfig(RunSettings):
     """Stage 04: which deviation rule, which reflector and embedder, and the weights of the training sets."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -59,12 +59,6 @@ class CalibrationConfig(RunFolder):
         "paper": {"reflector": "chat", "embedder": "bert", "check_suffix": False},
     }
 
-    profile: str = "smoke"
-    """Size preset."""
-    seed: int = 0
-    """Run seed (names the run folder)."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed>."""
     rule: str = "code"
     """Deviation rule: ``paper`` (Eq. 5, first deviation per task) or ``code`` (the official scripts)."""
     delta: float = 0.0
@@ -99,8 +93,6 @@ class CalibrationConfig(RunFolder):
     """Step-reward and final-reward margin of expert sub-trajectories and trajectory pairs (official: 0.01)."""
     label: str = "main"
     """Name of this calibration's folder under ``04_calibration/`` (ablations: another rule, δ or reflector)."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
         check_config(self, non_negative=("min_step", "k", "explored_max_deviation", "margin", "reflector_retries"),

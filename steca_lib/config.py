@@ -110,16 +110,29 @@ def resolve_run_dir(run_dir: str, profile: str, seed: int) -> Path:
     return Path(run_dir) if run_dir else runs_root() / f"{profile}-seed{seed}"
 
 
-class RunFolder:
-    """Mixin for stage configs with ``profile``, ``seed`` and ``run_dir`` fields: where the run lives."""
+@dataclass
+class RunSettings:
+    """The settings every stage config starts with (a group the stage configs compose): the preset, the seed, the
+    run folder, free-form notes."""
+
+    profile: str = "smoke"
+    """Size preset (:data:`PROFILES`)."""
+    seed: int = 0
+    """Run seed: names the run folder and seeds what the stage draws (initialisation, data order, sampling,
+    bootstrap)."""
+    run_dir: str = ""
+    """Run folder; empty = runs/<profile>-seed<seed> at the repository root (or $STECA_RUNS_DIR)."""
+    extra: dict = field(default_factory=dict)
+    """Free-form notes recorded in the manifest."""
 
     @property
     def path(self) -> Path:
+        """Where the run lives."""
         return resolve_run_dir(self.run_dir, self.profile, self.seed)
 
 
 @dataclass
-class EnvironmentConfig(RunFolder):
+class EnvironmentConfig(RunSettings):
     """Stage 00: generate the embedded household benchmark and the expert trajectories."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -133,10 +146,6 @@ class EnvironmentConfig(RunFolder):
                              "max_steps": 20},
     }
 
-    profile: str = "smoke"
-    """Size preset: smoke, cpu or paper."""
-    seed: int = 0
-    """Run seed: names the run folder and seeds the expert's wording."""
     world_seed: int = 0
     """Benchmark identity: floorplans, held-out combinations and tasks. Keep it fixed across training seeds."""
     benchmark: str = "household"
@@ -157,10 +166,6 @@ class EnvironmentConfig(RunFolder):
     """Probability that an object is placed anywhere instead of by the commonsense prior."""
     n_floorplans: int = 30
     """Floorplans per room type; the last 20% are unseen-only."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed> at the repository root (or $STECA_RUNS_DIR)."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
         check_config(self, counts=("n_train", "n_seen", "n_unseen", "max_steps", "max_expert_steps"),

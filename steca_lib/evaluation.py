@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, ClassVar
 
 from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
                                  write_manifest)
-from steca_lib.backends import BACKENDS, DTYPES, open_backend
-from steca_lib.config import RunFolder, check_config
+from steca_lib.backends import GenerationSettings, open_backend
+from steca_lib.config import RunSettings, check_config
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl
 from steca_lib.envs import BenchmarkTask
 from steca_lib.errors import ConfigError, DegenerateOutput
@@ -36,7 +36,7 @@ SPLITS = ("seen", "unseen", "dev", "train")
 
 
 @dataclass
-class EvalConfig(RunFolder):
+class EvalConfig(RunSettings, GenerationSettings):
     """How to evaluate one model on the test splits."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -47,12 +47,6 @@ class EvalConfig(RunFolder):
         "cpu-scienceworld": {"max_new_tokens": 64, "batch_size": 20, "max_steps": 20},
     }
 
-    profile: str = "smoke"
-    """Size preset."""
-    seed: int = 0
-    """Run seed (greedy decoding is deterministic; the seed matters for sampled decoding)."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed>."""
     label: str = "sft"
     """Name of the evaluated agent; results go to ``<stage>/<label>/``."""
     model_dir: str = ""
@@ -62,20 +56,10 @@ class EvalConfig(RunFolder):
     max_tasks: int | None = None
     """Evaluate the first N tasks of each split (None = all; cpu: 70, half of each test split, families balanced, so
     that a seed fits in an hour on 2 cores; cpu-llm: 30, as a 135M model plays slowly on a CPU)."""
-    max_steps: int = 40
-    """Episode step limit (the paper's configs: 40)."""
-    max_new_tokens: int = 96
-    """Generation budget per turn (paper: 512)."""
     temperature: float = 0.0
     """0 = greedy, as in the paper's evaluation."""
     icl_num: int = 0
     """In-context examples between ``OK`` and the task (paper: 1; the embedded model is trained without)."""
-    batch_size: int = 48
-    """Live episodes advanced by one batched generation call."""
-    dtype: str = "float32"
-    """Model dtype for inference."""
-    backend: str = "cached"
-    """Generation backend: ``cached`` (prefix-caching engine), ``hf``, ``vllm`` or ``openai``."""
     engine: str = "embedded"
     """Where episodes play: ``embedded`` (the kit's world) or ``alfworld`` (ALFWorld's real engine, extra needed)."""
     alfworld_data: str = ""
@@ -84,13 +68,11 @@ class EvalConfig(RunFolder):
     """With engine ``alfworld``: keep the engine's ``You arrive at X.``; False drops it (a text-shift diagnostic)."""
     n_bootstrap: int = 10_000
     """Bootstrap resamples for the confidence intervals."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        check_config(self, counts=("max_steps", "max_new_tokens", "batch_size", "n_bootstrap"),
-                     optional_counts=("max_tasks",), non_negative=("temperature", "icl_num"),
-                     choices={"backend": BACKENDS, "dtype": DTYPES, "engine": ENGINES})
+        self.check_generation()
+        check_config(self, counts=("n_bootstrap",), optional_counts=("max_tasks",),
+                     non_negative=("temperature", "icl_num"), choices={"engine": ENGINES})
         self.splits = tuple(self.splits) if isinstance(self.splits, (list, tuple)) else self.splits
         if not isinstance(self.splits, tuple) or not self.splits or not set(self.splits) <= set(SPLITS):
             raise ConfigError(f"{type(self).__name__}.splits = {self.splits!r} is not allowed; expected a non-empty "

@@ -30,18 +30,18 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
 from steca_lib.calibration import BASELINE_SETS, SETS, load_set
 from steca_lib.methods import VARIANTS
-from steca_lib.config import RunFolder, check_config
+from steca_lib.config import RunSettings, check_config
 from steca_lib.data import chat_messages, write_jsonl_atomic
 from steca_lib.distributed import barrier, is_main
 from steca_lib.errors import ConfigError, DegenerateOutput
-from steca_lib.schedule import SCHEDULES, FirstStepTrains
+from steca_lib.schedule import FirstStepTrains, OptimSettings
 from steca_lib.sft import device_settings
 from steca_lib.sft import model_dir as sft_model_dir
 from steca_lib.sft import require_sft_model
@@ -55,7 +55,7 @@ class NoTrainingData(DegenerateOutput):
 
 
 @dataclass
-class ReinforcedConfig(RunFolder):
+class ReinforcedConfig(RunSettings, OptimSettings):
     """Stage 05: which variant, which sets, and the optimisation (paper: 1 epoch, lr 3e-6, constant with warm-up
     0.1, global batch 15, length 4096)."""
 
@@ -66,12 +66,15 @@ class ReinforcedConfig(RunFolder):
         "paper": {"learning_rate": 3e-6, "per_device_batch_size": 1, "max_length": 4096, "bf16": True},
     }
 
-    profile: str = "smoke"
-    """Size preset."""
-    seed: int = 0
-    """Seed of the data order."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed>."""
+    # OptimSettings at the paper's reinforced-training values (its script): 1 epoch, 3e-6 with a constant schedule
+    # after a 10% warm-up, global batch 15; the loss is logged every step
+    epochs: float = 1.0
+    learning_rate: float = 3e-6
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_ratio: float = 0.1
+    batch_size: int = 15
+    logging_steps: int = 1
+    save_steps: int = 50
     variant: str = "steca"
     """``steca``, ``sft+dpo``, ``wo-rt``, or the baselines ``rft``, ``ipr`` and ``eto`` (module docstring)."""
     beta: float | None = None
@@ -82,35 +85,12 @@ class ReinforcedConfig(RunFolder):
     """Which stage-04 folder (``04_calibration/<label>``) to train on."""
     init_model: str = ""
     """Starting model (and DPO reference); empty = the run's SFT model."""
-    epochs: float = 1.0
-    """Passes over the data (paper: 1)."""
-    learning_rate: float = 3e-6
-    """Peak learning rate (paper: 3e-6 for 7B; the cpu profile keeps the paper's ratio to the SFT rate, 0.15)."""
-    lr_scheduler: str = "constant_with_warmup"
-    """Schedule (paper: constant with warm-up)."""
-    warmup_ratio: float = 0.1
-    """Warm-up share of the steps (paper: 0.1)."""
-    batch_size: int = 15
-    """Global batch size (paper: 15)."""
-    per_device_batch_size: int = 0
-    """Micro-batch per device; 0 = the whole global batch."""
-    max_length: int = 4096
-    """Right truncation of prompt + chosen in tokens (paper: 4096)."""
-    bf16: bool | None = None
-    """bf16 mixed precision; None = on when a CUDA GPU supports it."""
-    logging_steps: int = 1
-    """Log the loss every N optimiser steps."""
-    save_steps: int = 50
-    """Checkpoint every N steps so an interrupted run resumes."""
     label: str = ""
     """Name of this model's folder under ``05_reinforced/``; empty = the variant (plus dropped sets)."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        check_config(self, counts=("batch_size", "max_length", "logging_steps", "save_steps"),
-                     positive=("epochs", "learning_rate"), non_negative=("per_device_batch_size",),
-                     fractions=("warmup_ratio",), choices={"variant": VARIANTS, "lr_scheduler": SCHEDULES})
+        self.check_optimisation()
+        check_config(self, choices={"variant": VARIANTS})
         if self.beta is not None and not (isinstance(self.beta, (int, float)) and self.beta >= 0):
             raise ConfigError(f"ReinforcedConfig.beta = {self.beta!r} is not allowed; expected None or a number ≥ 0")
         self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant].sets

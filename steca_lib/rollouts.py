@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterator
 
 from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
                                  write_manifest)
-from steca_lib.backends import BACKENDS, DTYPES, open_backend
-from steca_lib.config import RunFolder, check_config, stage_main
+from steca_lib.backends import GenerationSettings, open_backend
+from steca_lib.config import RunSettings, check_config, stage_main
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
 from steca_lib.envs import AgentEnv, BenchmarkTask
 from steca_lib.envs.base import replay
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RolloutConfig(RunFolder):
+class RolloutConfig(RunSettings, GenerationSettings):
     """Stage 02: which tasks to explore and how many Monte Carlo continuations per branch."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -58,12 +58,6 @@ class RolloutConfig(RunFolder):
         "cpu-scienceworld": {"n_tasks": 18, "max_steps": 20, "batch_size": 24},
     }
 
-    profile: str = "smoke"
-    """Size preset."""
-    seed: int = 0
-    """Sampling seed of the Monte Carlo continuations."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed>."""
     model_dir: str = ""
     """Policy that explores and rolls out; empty = ``<run>/01_sft/model`` (the paper's π_base)."""
     n_tasks: int | None = None
@@ -74,16 +68,6 @@ class RolloutConfig(RunFolder):
     """Sampling temperature of the continuations (paper: 1)."""
     top_p: float = 1.0
     """Nucleus sampling of the continuations (paper: 1)."""
-    max_steps: int = 40
-    """Episode step limit, counted from the task start (paper: 40); steps j ≥ max_steps − 1 are not explored."""
-    max_new_tokens: int = 96
-    """Generation budget per turn."""
-    batch_size: int = 64
-    """Live episodes advanced by one batched generation call."""
-    backend: str = "cached"
-    """Generation backend (see :mod:`steca_lib.backends`)."""
-    dtype: str = "float32"
-    """Model dtype."""
     shard: str = "0/1"
     """``i/n``: this process explores tasks k with k % n == i; join shards with ``merge_shards``."""
     executor: str = "local"
@@ -95,13 +79,11 @@ class RolloutConfig(RunFolder):
     """With ``executor="ray"``: CPUs (torch threads) per shard."""
     ray_address: str = ""
     """With ``executor="ray"``: the cluster (empty = ``$RAY_ADDRESS``, else a local Ray on this machine)."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        check_config(self, counts=("n_samples", "max_steps", "max_new_tokens", "batch_size", "ray_cpus"),
-                     optional_counts=("n_tasks",), non_negative=("temperature", "ray_shards"), choices={
-                         "backend": BACKENDS, "dtype": DTYPES, "executor": EXECUTORS})
+        self.check_generation()
+        check_config(self, counts=("n_samples", "ray_cpus"), optional_counts=("n_tasks",),
+                     non_negative=("temperature", "ray_shards"), choices={"executor": EXECUTORS})
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise ConfigError(f"RolloutConfig.top_p = {self.top_p!r} is not allowed; expected a number in (0, 1]")
         self.shard_index()

@@ -1,4 +1,4 @@
-"""Learning-rate schedules whose first optimiser step already trains.
+"""The optimisation settings of SFT and reinforced training, and learning-rate schedules whose first step trains.
 
 transformers' linear warm-up starts at 0, so the first optimiser step has learning rate 0; a run of one or two
 steps (reinforced training on a small set) then ends exactly where it began. Here warm-up step k of W has
@@ -10,9 +10,44 @@ W = ⌈ratio · steps⌉ as in transformers), then stays (``constant_with_warmup
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 
+from steca_lib.config import check_config
+
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+@dataclass
+class OptimSettings:
+    """How a stage trains (a group the SFT and reinforced-training configs compose); the defaults are the paper's
+    SFT settings, and a stage config sets its own where they differ."""
+
+    epochs: float = 3.0
+    """Passes over the data (paper: SFT 3, reinforced training 1)."""
+    learning_rate: float = 2e-5
+    """Peak learning rate (paper, 7B: SFT 2e-5, reinforced 3e-6; a small model from scratch needs ~1e-3)."""
+    lr_scheduler: str = "cosine"
+    """Schedule (:data:`SCHEDULES`; paper: SFT cosine, reinforced constant with warm-up)."""
+    warmup_ratio: float = 0.03
+    """Warm-up share of the optimiser steps (paper: SFT 0.03, reinforced 0.1); see :func:`lr_factor`."""
+    batch_size: int = 16
+    """Global batch size (paper: SFT 16, reinforced 15)."""
+    per_device_batch_size: int = 0
+    """Micro-batch per device; 0 = the whole global batch (gradient accumulation makes up the rest)."""
+    max_length: int = 4096
+    """Truncation length in tokens (paper: 4096)."""
+    bf16: bool | None = None
+    """bf16 mixed precision; None = on when a CUDA GPU supports it."""
+    logging_steps: int = 5
+    """Log the loss every N optimiser steps."""
+    save_steps: int = 100
+    """Checkpoint every N steps so an interrupted run resumes."""
+
+    def check_optimisation(self) -> None:
+        check_config(self, counts=("batch_size", "max_length", "logging_steps", "save_steps"),
+                     positive=("epochs", "learning_rate"), non_negative=("per_device_batch_size",),
+                     fractions=("warmup_ratio",), choices={"lr_scheduler": SCHEDULES})
 
 
 def lr_factor(step: int, name: str, warmup: int, total: int) -> float:

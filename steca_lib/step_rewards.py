@@ -12,12 +12,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
-from steca_lib.config import RunFolder, check_config
+from steca_lib.config import RunSettings, check_config
 from steca_lib.data import read_jsonl, write_jsonl_atomic
 from steca_lib.errors import DegenerateOutput
 from steca_lib.metrics import bootstrap_ci
@@ -27,19 +27,10 @@ STAGE = "03_step_rewards"
 
 
 @dataclass
-class StepRewardConfig(RunFolder):
+class StepRewardConfig(RunSettings):
     """Stage 03: nothing to tune; the config names the run and the seed of the confidence intervals."""
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict]] = {"smoke": {}, "cpu": {}, "cpu-llm": {}, "paper": {}}
-
-    profile: str = "smoke"
-    """Size preset."""
-    seed: int = 0
-    """Seed of the bootstrap intervals."""
-    run_dir: str = ""
-    """Run folder; empty = runs/<profile>-seed<seed>."""
-    extra: dict = field(default_factory=dict)
-    """Free-form notes recorded in the manifest."""
 
     def __post_init__(self):
         check_config(self)
