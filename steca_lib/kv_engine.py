@@ -13,16 +13,15 @@ longest reply nor stops for separate prefill passes). All live slots end at one 
 :class:`SlotCache`, so a decode step writes one column for every slot and attends only over the columns the
 longest live row spans. Sampling is Gumbel-max with noise from each request's own seeded generator, so a row's
 sample does not depend on its batch neighbours. Greedy outputs equal ``HFBackend``'s up to floating-point ties (tested).
-
-Transformers' own continuous-batching ``generate_batch`` also shares prefixes, but on CPU it took 7.8 s where a
-plain batched ``generate`` took 0.28 s for the same 32 short prompts (measured here), so the kit packs rows itself.
+Why the kit packs rows itself rather than use transformers' ``generate_batch``, and what each design choice measured,
+is in ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -110,7 +109,7 @@ def lane_attention(query, key, value, mask, scaling, lanes: list[tuple[int, int,
     """One-token attention per lane ``(first row, end row, first column)``: each lane attends over its own columns
     (views, no copies). Query heads are grouped onto their key/value head, as transformers does for one token.
     Written as matmul, softmax, matmul: CPU SDPA's kernel read the keys and values more slowly at these shapes
-    (1,748 against 1,664 generated tokens/s for the whole engine on 4 tasks, mean of 3 interleaved runs)."""
+    (measured in ``docs/performance.md``)."""
     rows, heads, _, dim = query.shape
     groups = key.shape[1]
     q = query.reshape(rows, groups, heads // groups, dim)
@@ -158,12 +157,32 @@ class SlotCache(Cache):
         return self.p.clock
 
 
+@dataclass
+class _Slot:
+    """What one occupied slot decodes: its request, its prompt's token ids, the cache row its prefix came from, its
+    sampler (a seeded generator, and a top-p warper when ``top_p < 1``; None for a greedy row), its token budget
+    and the tokens generated so far."""
+
+    req: Request
+    ids: np.ndarray
+    source: _Row | None
+    generator: torch.Generator | None
+    top_p: TopPLogitsWarper | None
+    budget: int
+    generated: list[int] = field(default_factory=list)
+
+
 class _Slots:
     """The decoding state of one :meth:`CachedHFBackend.serve` call: key/value buffers of ``cap`` slots, a mask of
-    the columns each slot holds, and per slot its request, prompt, generated ids and sampler. Decode steps run
-    over the first ``n`` slots (a view, no copy); draining moves live slots down so that ``n`` follows them. Every
-    live slot's data ends at column ``clock``; ``length`` is how many columns before it a slot holds (contiguous:
-    its cached prefix, its prompt, then the tokens it has fed)."""
+    the columns each slot holds, the per-slot tensors the batched pass reads (:data:`_Slots.TENSORS`) and each
+    occupied slot's :class:`_Slot`. Decode steps run over the first ``n`` slots (a view, no copy); draining moves
+    live slots down so that ``n`` follows them. Every live slot's data ends at column ``clock``; ``length`` is how
+    many columns before it a slot holds (contiguous: its cached prefix, its prompt, then the tokens it has fed)."""
+
+    #: Per-slot tensors, one row per slot: the column mask, the token fed next, its position, the columns held,
+    #: the sampling temperature, whether the row samples by Gumbel-max, its noise block and how much of it is
+    #: drawn, and the window of its last tokens that stop strings are matched against.
+    TENSORS = ("mask", "pending", "pos", "length", "temperature", "gumbel", "noise", "drawn", "window")
 
     def __init__(self, backend: CachedHFBackend, cap: int, width: int):
         cfg = backend.model.config
@@ -177,9 +196,8 @@ class _Slots:
         shape = (cap, self.heads, width, self.head_dim)
         self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.dev) for _ in range(cfg.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=self.dtype, device=self.dev) for _ in range(cfg.num_hidden_layers)]
+        self.slots: list[_Slot | None] = [None] * cap
         self.mask = torch.zeros(cap, width, dtype=torch.bool, device=self.dev)
-        self.req, self.ids, self.gen, self.source = [None] * cap, [None] * cap, [None] * cap, [None] * cap
-        self.gens, self.top_p, self.budget = [None] * cap, [None] * cap, [0] * cap
         self.pending = torch.zeros(cap, dtype=torch.long, device=self.dev)
         self.pos = torch.zeros(cap, dtype=torch.long, device=self.dev)
         self.length = torch.zeros(cap, dtype=torch.long, device=self.dev)
@@ -195,13 +213,14 @@ class _Slots:
 
     # -- layout -------------------------------------------------------------------------------------------------
     def live(self) -> list[int]:
-        return [s for s in range(self.n) if self.req[s] is not None]
+        return [s for s in range(self.n) if self.slots[s] is not None]
 
     def place(self, lengths: list[int]) -> list[int]:
         """Free slots for prompts of these token lengths, lanes sorted by length: a prompt goes to the lane of its
         rank among the live rows' lengths (the longest to lane 0), or the nearest lane with a free slot."""
-        length = sorted((int(x) for x, r in zip(self.length.tolist(), self.req) if r is not None), reverse=True)
-        free = [[s for s in range(a, b) if self.req[s] is None] for a, b in self.lane_bounds]
+        length = sorted((int(x) for x, slot in zip(self.length.tolist(), self.slots) if slot is not None),
+                        reverse=True)
+        free = [[s for s in range(a, b) if self.slots[s] is None] for a, b in self.lane_bounds]
         lanes = len(free)
         out = []
         for n in lengths:
@@ -214,18 +233,17 @@ class _Slots:
     def pack(self) -> None:
         """Move the live slots into the lowest free ones and shrink ``n`` to their count (draining)."""
         live = self.live()
-        holes = iter(s for s in range(len(live)) if self.req[s] is None)
+        holes = iter(s for s in range(len(live)) if self.slots[s] is None)
         for a in (s for s in live if s >= len(live)):
             b = next(holes)
             span = slice(self.clock - int(self.length[a]), self.clock)
             for store in (self.keys, self.values):
                 for buf in store:
                     buf[b, :, span] = buf[a, :, span]
-            for t in (self.mask, self.pending, self.pos, self.length, self.temperature, self.gumbel, self.noise,
-                      self.drawn, self.window):
+            for name in self.TENSORS:
+                t = getattr(self, name)
                 t[b] = t[a]
-            for lst in (self.req, self.ids, self.gen, self.source, self.gens, self.top_p, self.budget):
-                lst[b], lst[a] = lst[a], None
+            self.slots[b], self.slots[a] = self.slots[a], None
         self.n = len(live)
 
     def make_room(self, clock: int, budget: int) -> None:
@@ -249,7 +267,7 @@ class _Slots:
         mask[:, dst] = self.mask[:, src]
         self.mask, self.clock, self.width = mask, clock, width
 
-    # -- forward passes -----------------------------------------------------------------------------------------
+    # -- admitting prompts --------------------------------------------------------------------------------------
     def admit(self, slots: list[int], reqs: list[Request], ids: list[np.ndarray]) -> None:
         """Place new prompts in free ``slots``: each copies its longest cached prefix in and ends one column before
         the clock; its other prompt tokens but the last wait in ``joining`` for the next pass, and the last is its
@@ -273,38 +291,62 @@ class _Slots:
             if len(x) - 1 > n:
                 self.joining.append((s, x[n:-1], n))
             st = req.sampling
-            self.req[s], self.ids[s], self.gen[s], self.source[s] = req, x, [], row
-            self.gens[s] = torch.Generator(device=self.dev).manual_seed(st.seed) if st.temperature > 0 else None
-            self.top_p[s] = TopPLogitsWarper(st.top_p) if self.gens[s] is not None and st.top_p < 1 else None
-            self.budget[s] = st.max_new_tokens
+            generator = torch.Generator(device=self.dev).manual_seed(st.seed) if st.temperature > 0 else None
+            self.slots[s] = _Slot(req, x, row, generator,
+                                  TopPLogitsWarper(st.top_p) if generator is not None and st.top_p < 1 else None,
+                                  st.max_new_tokens)
             backend.encoded_tokens += len(x) - n
         rows = torch.tensor(slots, dtype=torch.long, device=self.dev)
         self.pending[rows] = torch.tensor([int(x[-1]) for x in ids], device=self.dev)
         self.pos[rows] = self.length[rows] = torch.tensor([len(x) - 1 for x in ids], device=self.dev)
         self.temperature[rows] = torch.tensor([[r.sampling.temperature or 1.0] for r in reqs], device=self.dev)
-        self.gumbel[rows] = torch.tensor([self.gens[s] is not None and self.top_p[s] is None for s in slots],
-                                         device=self.dev)
+        self.gumbel[rows] = torch.tensor([self.slots[s].generator is not None and self.slots[s].top_p is None
+                                          for s in slots], device=self.dev)
         self.drawn[rows] = 0
         self.window[rows] = self.pad
         backend.prompt_tokens += sum(len(x) for x in ids)
         backend.prompts_served += len(ids)
 
+    # -- one pass -----------------------------------------------------------------------------------------------
     def step(self) -> None:
         """One pass: every slot's pending token at column ``clock``, after the joining rows' prompt tokens; then
         sample each live slot's next token."""
         live, n = self.live(), self.n
         length = self.length[:n].tolist()
         span = max(length[s] for s in live) + 1
-        lanes = []  # (first slot, end slot, first column of the span): each lane attends over its longest row
-        for a, b in self.lane_bounds:
-            if a < n:
-                top = max((length[s] for s in range(a, min(b, n)) if self.req[s] is not None), default=0) + 1
-                lanes.append((a, min(b, n), span - top))
+        lanes = self._lanes(length, span)
         if self.clock + 1 > self.width:  # out of columns: move the data back, leaving room for joining prompts
-            self.make_room(max(span - 1, self.reach), max(self.budget[s] for s in live))
+            self.make_room(max(span - 1, self.reach), max(self.slots[s].budget for s in live))
         c = self.clock
         self.mask[:n, c] = True  # live slots' pending tokens; empty slots attend to their own column only
         mask4 = self.mask[:n, c + 1 - span:c + 1][:, None, None, :]
+        engine_pass, tokens, positions = self._packed_prompts(length, span, lanes)
+        input_ids = torch.cat(tokens + [self.pending[:n]])[None]
+        position_ids = torch.cat(positions + [self.pos[:n]])[None]
+        logits = self.forward(input_ids, position_ids, mask4, engine_pass)
+        self.clock += 1
+        self.pos[:n] += 1
+        self.length[:n] += 1
+        idle = [s for s in range(n) if self.slots[s] is None]
+        if idle:
+            self.mask[idle, c] = False
+        self.sample(logits, live)
+
+    def _lanes(self, length: list[int], span: int) -> list[tuple[int, int, int]]:
+        """The decode lanes of this pass: (first slot, end slot, first column of the span), each attending over the
+        columns of its longest row."""
+        lanes = []
+        for a, b in self.lane_bounds:
+            if a < self.n:
+                end = min(b, self.n)
+                top = max((length[s] for s in range(a, end) if self.slots[s] is not None), default=0) + 1
+                lanes.append((a, end, span - top))
+        return lanes
+
+    def _packed_prompts(self, length: list[int], span: int, lanes) -> tuple[_Pass, list, list]:
+        """The joining rows' prompt tokens packed in front of the decode tokens: the pass description (where their
+        keys and values go, each row's causal mask over its own columns), their token ids and their positions."""
+        c = self.clock
         joins, tokens, positions, slot_idx, col_idx = [], [], [], [], []
         for s, x, n_cached in self.joining:  # prompt tokens n_cached .. len - 2 at the columns before the clock
             e = len(x)
@@ -315,19 +357,10 @@ class _Slots:
             slot_idx += [s] * e
             col_idx += range(c - e, c)
         self.joining = []
-        engine_pass = _Pass(n, c, c + 1 - span, lanes, joins,
+        engine_pass = _Pass(self.n, c, c + 1 - span, lanes, joins,
                             torch.tensor(slot_idx, dtype=torch.long, device=self.dev),
                             torch.tensor(col_idx, dtype=torch.long, device=self.dev))
-        input_ids = torch.cat(tokens + [self.pending[:n]])[None]
-        position_ids = torch.cat(positions + [self.pos[:n]])[None]
-        logits = self.forward(input_ids, position_ids, mask4, engine_pass)
-        self.clock += 1
-        self.pos[:n] += 1
-        self.length[:n] += 1
-        idle = [s for s in range(n) if self.req[s] is None]
-        if idle:
-            self.mask[idle, c] = False
-        self.sample(logits, live)
+        return engine_pass, tokens, positions
 
     def forward(self, input_ids, positions, mask4, engine_pass: _Pass):
         """The model over one packed pass; returns the decode tokens' logits. The boolean decode mask becomes an
@@ -340,55 +373,66 @@ class _Slots:
 
     # -- sampling and finishing ---------------------------------------------------------------------------------
     def sample(self, logits, slots: list[int]) -> None:
-        """Pick each live slot's next token (greedy, Gumbel-max, or top-p), then hand finished replies back."""
+        """Pick each live slot's next token, note it, and finish the slots whose reply ended."""
         at = torch.tensor(slots, dtype=torch.long, device=self.dev)
-        logits = logits[at]
+        tok = self._draw(logits[at], slots, at)
+        self.pending[at] = tok
+        self.window[at] = torch.cat([self.window[at, 1:], tok[:, None]], 1)
+        ended = self._ended(tok, slots, at)
+        for s, t, end in zip(slots, tok.tolist(), ended.tolist()):
+            slot = self.slots[s]
+            slot.generated.append(t)
+            if end or len(slot.generated) >= slot.budget:
+                self.finish(s)
+
+    def _draw(self, logits, slots: list[int], at) -> torch.Tensor:
+        """The next token of each slot: greedy, Gumbel-max with the row's own noise, or top-p from its generator."""
         tok = logits.argmax(-1)
         gumbel = self.gumbel[at]
         if bool(gumbel.any()):
             refill = ((self.drawn[at] % NOISE_BLOCK == 0) & gumbel).nonzero().flatten().tolist()
             for j in refill:
-                self.noise[slots[j]] = gumbel_block(self.gens[slots[j]], self.vocab, self.dev)
+                self.noise[slots[j]] = gumbel_block(self.slots[slots[j]].generator, self.vocab, self.dev)
             noise = self.noise[at, self.drawn[at] % NOISE_BLOCK]
             sampled = (logits.float() / self.temperature[at] + noise).argmax(-1)
             tok = torch.where(gumbel, sampled, tok)
             self.drawn[at] += gumbel.long()
-        for j, s in ((j, s) for j, s in enumerate(slots) if self.top_p[s] is not None):
-            scores = self.top_p[s](None, logits[j:j + 1].float() / self.req[s].sampling.temperature)
-            tok[j] = torch.multinomial(scores.softmax(-1), 1, generator=self.gens[s])[0, 0]
-        self.pending[at] = tok
-        self.window[at] = torch.cat([self.window[at, 1:], tok[:, None]], 1)
+        for j, s in enumerate(slots):
+            slot = self.slots[s]
+            if slot.top_p is not None:
+                scores = slot.top_p(None, logits[j:j + 1].float() / slot.req.sampling.temperature)
+                tok[j] = torch.multinomial(scores.softmax(-1), 1, generator=slot.generator)[0, 0]
+        return tok
+
+    def _ended(self, tok, slots: list[int], at) -> torch.Tensor:
+        """Which slots' replies end with this token: end of sequence, or a stop string in their window."""
         eos = self.backend.tokenizer.eos_token_id
         ended = tok == eos if eos is not None else torch.zeros_like(tok, dtype=torch.bool)
-        for stop in {self.req[s].sampling.stop for s in slots}:
+        for stop in {self.slots[s].req.sampling.stop for s in slots}:
             criteria = self.backend.stop_criteria(stop)
             if criteria is None:
                 continue
             if criteria.maximum_token_len > self.window.shape[1]:
                 grow = criteria.maximum_token_len - self.window.shape[1]
                 self.window = torch.nn.functional.pad(self.window, (grow, 0), value=self.pad)
-            which = torch.tensor([self.req[s].sampling.stop == stop for s in slots], device=self.dev)
+            which = torch.tensor([self.slots[s].req.sampling.stop == stop for s in slots], device=self.dev)
             ended |= which & criteria(self.window[at], None)
-        for s, t, end in zip(slots, tok.tolist(), ended.tolist()):
-            self.gen[s].append(t)
-            if end or len(self.gen[s]) >= self.budget[s]:
-                self.finish(s)
+        return ended
 
     def finish(self, s: int) -> None:
         """Keep the slot's keys/values (prompt and fed tokens) as a cache row, free it, and hand the reply back."""
-        backend = self.backend
-        gen, held = self.gen[s], slice(self.clock - int(self.length[s]), self.clock)  # a row's columns are contiguous
+        backend, slot = self.backend, self.slots[s]
+        held = slice(self.clock - int(self.length[s]), self.clock)  # a row's columns are contiguous
         kv = [(k[s, :, held].clone(), v[s, :, held].clone())  # copies: the slot's columns are reused
               for k, v in zip(self.keys, self.values)]
-        row = _Row(np.concatenate([self.ids[s], np.asarray(gen[:-1], dtype=np.int64)]), kv, 0)
-        backend.remember(row, self.source[s])
-        backend.generated_tokens += len(gen)
-        req = self.req[s]
-        self.req[s] = self.ids[s] = self.gen[s] = self.source[s] = self.gens[s] = self.top_p[s] = None
+        row = _Row(np.concatenate([slot.ids, np.asarray(slot.generated[:-1], dtype=np.int64)]), kv, 0)
+        backend.remember(row, slot.source)
+        backend.generated_tokens += len(slot.generated)
+        self.slots[s] = None
         self.mask[s] = False
         self.length[s] = 0
-        text = backend.tokenizer.decode(gen, skip_special_tokens=True)
-        self.finished.append((req, cut_at_stop(text, req.sampling.stop)))
+        text = backend.tokenizer.decode(slot.generated, skip_special_tokens=True)
+        self.finished.append((slot.req, cut_at_stop(text, slot.req.sampling.stop)))
 
 
 class CachedHFBackend(HFBackend):

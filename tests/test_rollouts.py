@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steca_lib.config import config_from_params
@@ -161,10 +162,13 @@ def test_packed_pass_attends_like_each_row_alone():
 def test_joining_prompts_go_to_the_lane_of_their_length(model_and_tokenizer):
     model, tok = model_and_tokenizer
     slots = kv_engine._Slots(CachedHFBackend(model, tok), cap=8, width=16)  # 4 lanes of 2 slots
+    def occupied():
+        return kv_engine._Slot(Request([], Sampling()), np.zeros(0, dtype=np.int64), None, None, None, 8)
+
     for s, n in ((0, 900), (2, 500), (4, 300), (6, 100)):  # one live row per lane, longest first
-        slots.req[s], slots.length[s] = Request([], Sampling()), n
+        slots.slots[s], slots.length[s] = occupied(), n
     assert slots.place([950, 120, 520]) == [1, 7, 3]
-    slots.req[7] = Request([], Sampling())
+    slots.slots[7] = occupied()
     assert slots.place([80]) == [5]  # its lane is full: the nearest lane with a free slot
 
 
