@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from steca_lib.artifacts import finished_summary, model_inputs, stage_dir, upstream, write_manifest
-from steca_lib.config import RunSettings, check_config
+from steca_lib.config import RunSettings, check_config, reject
 from steca_lib.data import fastchat_turns, read_jsonl, write_json_atomic, write_jsonl_atomic
 from steca_lib.deviation import RULES, count_by, detect, sample_weight, trajectory_deviation
 from steca_lib.embedders import EMBEDDERS, Embedder, open_embedder
-from steca_lib.errors import ConfigError
 from steca_lib.prompts import observation_turn
 from steca_lib.reflection import (REFLECTORS, ReflectionRequest, chat_endpoint, chat_name, open_reflector,
                                   reflect_all)
@@ -97,16 +96,12 @@ class CalibrationConfig(RunSettings):
     def __post_init__(self):
         check_config(self, non_negative=("min_step", "k", "explored_max_deviation", "margin", "reflector_retries"),
                      positive=("reflector_timeout",), fractions=("max_similarity",),
-                     choices={"rule": RULES, "reflector": REFLECTORS})
+                     choices={"rule": RULES, "reflector": REFLECTORS}, folder_names=("label",))
         if not (self.embedder in EMBEDDERS or str(self.embedder).startswith("minilm:")):
-            raise ConfigError(f"CalibrationConfig.embedder = {self.embedder!r} is not allowed; expected one of "
-                              f"{', '.join(EMBEDDERS)} or minilm:<folder>")
-        if not isinstance(self.reflector_retries, int) or not isinstance(self.min_step, int):
-            raise ConfigError("CalibrationConfig.reflector_retries and min_step must be integers, got "
-                              f"{self.reflector_retries!r} and {self.min_step!r}")
-        if not self.label or not all(c.isalnum() or c in "-_.+" for c in self.label):
-            raise ConfigError(f"CalibrationConfig.label = {self.label!r} is not allowed; expected a folder name of "
-                              "letters, digits and -_.+")
+            raise reject(self, "embedder", f"one of {', '.join(EMBEDDERS)} or minilm:<folder>")
+        for name in ("reflector_retries", "min_step"):
+            if not isinstance(getattr(self, name), int):
+                raise reject(self, name, "an integer ≥ 0")
 
     def reflector_identity(self) -> str:
         """What decides the reflections besides the prompts: the rule stand-in, the chat model and (a digest of) its

@@ -59,17 +59,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def reject(cfg: Any, field_name: str, accepted: str) -> ConfigError:
+    """The error for a setting no run could use: it names the config, the field, the value and what is accepted."""
+    return ConfigError(f"{type(cfg).__name__}.{field_name} = {getattr(cfg, field_name)!r} is not allowed; "
+                       f"expected {accepted}")
+
+
 def check_config(cfg: Any, *, counts: Iterable[str] = (), optional_counts: Iterable[str] = (),
                  non_negative: Iterable[str] = (), positive: Iterable[str] = (), fractions: Iterable[str] = (),
-                 choices: dict[str, Iterable[str]] | None = None) -> None:
+                 choices: dict[str, Iterable[str]] | None = None, folder_names: Iterable[str] = ()) -> None:
     """Reject a stage setting that no run could use, before any work: ``counts`` must be integers ≥ 1,
     ``optional_counts`` None or integers ≥ 1, ``non_negative`` numbers ≥ 0, ``positive`` numbers > 0,
-    ``fractions`` numbers in [0, 1], and each field of ``choices`` one of its names. The :class:`ConfigError` names
-    the config, the field, the value and what is accepted."""
-    name = type(cfg).__name__
+    ``fractions`` numbers in [0, 1], each field of ``choices`` one of its names and ``folder_names`` non-empty
+    names of letters, digits and ``-_.+`` (they name output folders). Raises :func:`reject`'s error."""
 
     def fail(field_name: str, accepted: str) -> None:
-        raise ConfigError(f"{name}.{field_name} = {getattr(cfg, field_name)!r} is not allowed; expected {accepted}")
+        raise reject(cfg, field_name, accepted)
 
     if getattr(cfg, "profile", PROFILES[0]) not in PROFILES:
         fail("profile", f"one of {', '.join(PROFILES)}")
@@ -95,6 +100,10 @@ def check_config(cfg: Any, *, counts: Iterable[str] = (), optional_counts: Itera
         allowed = tuple(allowed)
         if getattr(cfg, f) not in allowed:
             fail(f, f"one of {', '.join(map(str, allowed))}")
+    for f in folder_names:
+        v = getattr(cfg, f)
+        if not isinstance(v, str) or not v or not all(c.isalnum() or c in "-_.+" for c in v):
+            fail(f, "a folder name of letters, digits and -_.+")
 
 
 def runs_root() -> Path:
@@ -171,11 +180,9 @@ class EnvironmentConfig(RunSettings):
         check_config(self, counts=("n_train", "n_seen", "n_unseen", "max_steps", "max_expert_steps"),
                      fractions=("noise",), choices={"benchmark": BENCHMARKS})
         if not (_is_int(self.n_floorplans) and self.n_floorplans >= 2):
-            raise ConfigError(f"EnvironmentConfig.n_floorplans = {self.n_floorplans!r} is not allowed; expected an "
-                              "integer ≥ 2 (the last 20% of floorplans are the unseen split's)")
+            raise reject(self, "n_floorplans", "an integer ≥ 2 (the last 20% of floorplans are the unseen split's)")
         if self.benchmark == "scienceworld" and not self.task_types:
-            raise ConfigError("EnvironmentConfig.task_types = [] is not allowed; expected ScienceWorld task names, "
-                              f"e.g. {', '.join(SCIENCEWORLD_TASK_TYPES[:2])}")
+            raise reject(self, "task_types", f"ScienceWorld task names, e.g. {', '.join(SCIENCEWORLD_TASK_TYPES[:2])}")
 
     def world_spec(self):
         """The household generator's spec for these settings."""

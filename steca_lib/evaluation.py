@@ -17,10 +17,10 @@ from typing import Callable, ClassVar
 from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
                                  write_manifest)
 from steca_lib.backends import GenerationSettings, open_backend
-from steca_lib.config import RunSettings, check_config
+from steca_lib.config import RunSettings, check_config, reject
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl
 from steca_lib.envs import BenchmarkTask
-from steca_lib.errors import ConfigError, DegenerateOutput
+from steca_lib.errors import DegenerateOutput
 from steca_lib.episodes import Episode, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks, run_instruction
 from steca_lib.generation import GenerationBackend, Sampling
@@ -72,14 +72,10 @@ class EvalConfig(RunSettings, GenerationSettings):
     def __post_init__(self):
         self.check_generation()
         check_config(self, counts=("n_bootstrap",), optional_counts=("max_tasks",),
-                     non_negative=("temperature", "icl_num"), choices={"engine": ENGINES})
+                     non_negative=("temperature", "icl_num"), choices={"engine": ENGINES}, folder_names=("label",))
         self.splits = tuple(self.splits) if isinstance(self.splits, (list, tuple)) else self.splits
         if not isinstance(self.splits, tuple) or not self.splits or not set(self.splits) <= set(SPLITS):
-            raise ConfigError(f"{type(self).__name__}.splits = {self.splits!r} is not allowed; expected a non-empty "
-                              f"list of {', '.join(SPLITS)}")
-        if not self.label or not all(c.isalnum() or c in "-_.+" for c in self.label):
-            raise ConfigError(f"{type(self).__name__}.label = {self.label!r} is not allowed; expected a folder name "
-                              "of letters, digits and -_.+")
+            raise reject(self, "splits", f"a non-empty list of {', '.join(SPLITS)}")
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)

@@ -37,10 +37,10 @@ from typing import ClassVar
 from steca_lib.artifacts import finished_summary, stage_dir, upstream, write_manifest
 from steca_lib.calibration import BASELINE_SETS, SETS, load_set
 from steca_lib.methods import VARIANTS
-from steca_lib.config import RunSettings, check_config
+from steca_lib.config import RunSettings, check_config, reject
 from steca_lib.data import chat_messages, write_jsonl_atomic
 from steca_lib.distributed import barrier, is_main
-from steca_lib.errors import ConfigError, DegenerateOutput
+from steca_lib.errors import DegenerateOutput
 from steca_lib.schedule import FirstStepTrains, OptimSettings
 from steca_lib.sft import device_settings
 from steca_lib.sft import model_dir as sft_model_dir
@@ -92,12 +92,11 @@ class ReinforcedConfig(RunSettings, OptimSettings):
         self.check_optimisation()
         check_config(self, choices={"variant": VARIANTS})
         if self.beta is not None and not (isinstance(self.beta, (int, float)) and self.beta >= 0):
-            raise ConfigError(f"ReinforcedConfig.beta = {self.beta!r} is not allowed; expected None or a number ≥ 0")
-        self.sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant].sets
-        unknown = set(self.sets) - set(SETS + BASELINE_SETS)
-        if unknown or not self.sets:
-            raise ConfigError(f"ReinforcedConfig.sets = {list(self.sets)} is not allowed; expected a non-empty "
-                              f"subset of {', '.join(SETS + BASELINE_SETS)}")
+            raise reject(self, "beta", "None or a number ≥ 0")
+        sets = tuple(self.sets) if self.sets is not None else VARIANTS[self.variant].sets
+        if set(sets) - set(SETS + BASELINE_SETS) or not sets:
+            raise reject(self, "sets", f"a non-empty subset of {', '.join(SETS + BASELINE_SETS)}")
+        self.sets = sets
 
     @property
     def effective_beta(self) -> float:

@@ -24,11 +24,11 @@ from typing import ClassVar, Iterator
 from steca_lib.artifacts import (discard_if_inputs_changed, finished_summary, model_inputs, stage_dir, upstream,
                                  write_manifest)
 from steca_lib.backends import GenerationSettings, open_backend
-from steca_lib.config import RunSettings, check_config, stage_main
+from steca_lib.config import RunSettings, check_config, reject, stage_main
 from steca_lib.data import append_jsonl, chat_messages, read_jsonl, recover_jsonl, write_jsonl_atomic
 from steca_lib.envs import AgentEnv, BenchmarkTask
 from steca_lib.envs.base import replay
-from steca_lib.errors import ConfigError, DegenerateOutput, StageNotFinished
+from steca_lib.errors import DegenerateOutput, StageNotFinished
 from steca_lib.episodes import Episode, advance, run_episodes
 from steca_lib.expert_data import load_expert, load_tasks
 from steca_lib.generation import GenerationBackend, Sampling
@@ -85,16 +85,16 @@ class RolloutConfig(RunSettings, GenerationSettings):
         check_config(self, counts=("n_samples", "ray_cpus"), optional_counts=("n_tasks",),
                      non_negative=("temperature", "ray_shards"), choices={"executor": EXECUTORS})
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ConfigError(f"RolloutConfig.top_p = {self.top_p!r} is not allowed; expected a number in (0, 1]")
+            raise reject(self, "top_p", "a number in (0, 1]")
         self.shard_index()
 
     def shard_index(self) -> tuple[int, int]:
         try:
             i, n = (int(x) for x in str(self.shard).split("/"))
         except ValueError:
-            raise ConfigError(f"RolloutConfig.shard = {self.shard!r} is not allowed; expected 'i/n'") from None
+            raise reject(self, "shard", "'i/n'") from None
         if not 0 <= i < n:
-            raise ConfigError(f"RolloutConfig.shard = {self.shard!r} is not allowed; expected 'i/n' with 0 <= i < n")
+            raise reject(self, "shard", "'i/n' with 0 <= i < n")
         return i, n
 
     def policy_dir(self) -> str:

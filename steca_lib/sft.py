@@ -18,10 +18,9 @@ from typing import ClassVar
 
 from steca_lib.artifacts import (discard_if_inputs_changed, file_digest, finished_summary, require_model, stage_dir,
                                  write_manifest)
-from steca_lib.config import RunSettings, check_config, stage_main
+from steca_lib.config import RunSettings, check_config, reject, stage_main
 from steca_lib.data import DataFormatError, chat_messages, load_trajectories, write_jsonl_atomic
 from steca_lib.distributed import barrier, is_main, main_first, world_size
-from steca_lib.errors import ConfigError
 from steca_lib.expert_data import load_expert, stage_file
 from steca_lib.models import TEMPLATES, TinyLlamaSize
 from steca_lib.schedule import OptimSettings
@@ -86,11 +85,9 @@ class SFTStageConfig(RunSettings, OptimSettings):
                      choices={"chat_template": ("auto", *TEMPLATES)})
         heads = TinyLlamaSize().num_attention_heads
         if self.tiny_hidden % heads:
-            raise ConfigError(f"SFTStageConfig.tiny_hidden = {self.tiny_hidden} is not allowed; expected a multiple "
-                              f"of {heads} (the embedded model's attention heads)")
+            raise reject(self, "tiny_hidden", f"a multiple of {heads} (the embedded model's attention heads)")
         if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"SFTStageConfig.model = {self.model!r} is not allowed; expected embedded, smollm2, a "
-                              "model folder or a hub name")
+            raise reject(self, "model", "embedded, smollm2, a model folder or a hub name")
 
 
 DATA_FILE = "expert_train.json"
