@@ -27,6 +27,8 @@ from steca_lib.generation import HFBackend, serving
 from steca_lib.kv_engine import CachedHFBackend
 from steca_lib.models import load_model, load_tokenizer
 from steca_lib.rollouts import RolloutConfig, run_rollouts
+from steca_lib.artifacts import require_model
+from steca_lib.errors import run_cli
 from steca_lib.sft import model_dir as sft_model_dir
 
 
@@ -96,7 +98,7 @@ def _forward_rate(model, batch: int, context: int, steps: int) -> float:
         return batch * steps / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default="runs/cpu-seed0")
     ap.add_argument("--profile", default="cpu")
@@ -105,9 +107,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--naive-budget", type=float, default=300.0,
                     help="seconds the naive path may run (it measures rates on the episodes it finishes)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     src = Path(args.run_dir)
-    model_dir = sft_model_dir(src)
+    model_dir = require_model(sft_model_dir(src), "run stages 00 and 01 of that run first: python -m "
+                              f"steca_lib.reproduce --profile {args.profile} --seeds 0 --only 00 01")
     model, tok = load_model(model_dir, device="cpu"), load_tokenizer(model_dir)
     print(f"model {model_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"torch threads {torch.get_num_threads()}")
@@ -131,7 +134,8 @@ def main() -> None:
     print(f"  limit: {limit:.1f} tokens/s (bare forward, batch {engine_batch}, KV cache {int(mean_prompt)} tokens)")
     print(f"speedup: {results['engine']['tokens_per_s'] / results['naive']['tokens_per_s']:.2f}")
     print(f"limit_fraction: {results['engine']['tokens_per_s'] / limit:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -243,3 +243,9 @@ def test_persistent_500_from_the_reflector_is_one_line(scripted_run, failing_end
                env={"STECA_REFLECT_BASE_URL": failing_endpoint, "STECA_REFLECT_MODEL": "stub", "OPENAI_API_KEY": "k"})
     assert_one_line_error(proc, "reflection endpoint failed after 1 retries")
     assert not (run / "04_calibration" / "chat" / "manifest.json").exists()
+
+
+def test_rollout_benchmark_without_a_trained_model_says_what_to_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_rollouts.py"), "--run-dir",
+                           str(tmp_path / "cpu-seed0")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert_one_line_error(proc, "no model at", "python -m steca_lib.reproduce --profile cpu --seeds 0 --only 00 01")
